@@ -1,0 +1,205 @@
+#include "src/rpc_channel.h"
+
+#include <algorithm>
+
+namespace shardfs {
+namespace {
+
+constexpr size_t kMaxIdleSockets = 64;
+
+using Clock = std::chrono::steady_clock;
+
+// State of one in-flight request of a batch.
+struct InFlight {
+  std::unique_ptr<zmq::socket_t> socket;
+  uint64_t request_id = 0;
+  bool done = false;
+};
+
+bool SendRequest(zmq::socket_t& socket, const RpcCall& call, uint64_t request_id) {
+  std::string header = EncodeHeader(call.type, request_id, *call.fields);
+  // Sockets are created with ZMQ_IMMEDIATE, so a send only queues once a
+  // connection exists; dontwait keeps a dead server from blocking us here.
+  try {
+    auto flags = call.has_payload ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
+                                  : zmq::send_flags::dontwait;
+    if (!socket.send(zmq::buffer(header), flags)) return false;
+    if (call.has_payload) {
+      if (!socket.send(zmq::buffer(call.payload.data(), call.payload.size()),
+                       zmq::send_flags::dontwait)) {
+        return false;
+      }
+    }
+  } catch (const zmq::error_t&) {
+    return false;
+  }
+  return true;
+}
+
+// Reads one reply from a ready socket. Returns nullopt for a stale reply
+// (a different request id) that should simply be skipped.
+std::optional<Result<RpcResponse>> ReadReply(zmq::socket_t& socket, uint64_t request_id,
+                                             MessageType request_type) {
+  std::vector<zmq::message_t> frames;
+  try {
+    (void)zmq::recv_multipart(socket, std::back_inserter(frames), zmq::recv_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    return Result<RpcResponse>(Status::Error(ErrorCode::kIoError, e.what()));
+  }
+  if (frames.empty()) return std::nullopt;
+  if (frames.size() > 2) {
+    return Result<RpcResponse>(Status::Error(ErrorCode::kBadMessage, "reply has too many frames"));
+  }
+  auto header = DecodeHeader(std::string_view(static_cast<const char*>(frames[0].data()),
+                                              frames[0].size()));
+  if (!header.ok()) return Result<RpcResponse>(header.status());
+  if (header->request_id != request_id) {
+    // An error about an undecodable request carries id 0 and is ours.
+    if (!(header->request_id == 0 && header->IsError())) return std::nullopt;
+  }
+  if (header->IsError()) return Result<RpcResponse>(StatusFromErrorFields(header->fields));
+  if (header->type != ReplyTypeOf(request_type)) {
+    return Result<RpcResponse>(Status::Error(ErrorCode::kBadMessage, "reply of the wrong type"));
+  }
+  RpcResponse response;
+  response.header = std::move(*header);
+  if (frames.size() == 2) {
+    response.has_payload = true;
+    response.payload = std::move(frames[1]);
+  }
+  return Result<RpcResponse>(std::move(response));
+}
+
+}  // namespace
+
+uint64_t NextRequestId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+RpcChannel::RpcChannel(zmq::context_t& context, std::string endpoint)
+    : context_(context), endpoint_(std::move(endpoint)) {}
+
+RpcChannel::~RpcChannel() = default;
+
+std::unique_ptr<zmq::socket_t> RpcChannel::Borrow() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!idle_.empty()) {
+      auto s = std::move(idle_.back());
+      idle_.pop_back();
+      return s;
+    }
+  }
+  auto socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
+  socket->set(zmq::sockopt::linger, 0);
+  socket->set(zmq::sockopt::immediate, 1);
+  socket->set(zmq::sockopt::reconnect_ivl, 100);
+  socket->set(zmq::sockopt::reconnect_ivl_max, 1000);
+  socket->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxPayloadBytes + 4096));
+  socket->connect(endpoint_);
+  return socket;
+}
+
+void RpcChannel::GiveBack(std::unique_ptr<zmq::socket_t> socket) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (idle_.size() < kMaxIdleSockets) idle_.push_back(std::move(socket));
+}
+
+Result<RpcResponse> RpcChannel::Call(MessageType type, const FieldWriter& fields,
+                                     std::chrono::milliseconds timeout, std::string_view payload,
+                                     bool has_payload) {
+  RpcCall call;
+  call.channel = this;
+  call.type = type;
+  call.fields = &fields;
+  call.payload = payload;
+  call.has_payload = has_payload;
+  return std::move(RunBatch(std::span<RpcCall>(&call, 1), 1, timeout)[0]);
+}
+
+std::vector<Result<RpcResponse>> RpcChannel::CallAll(std::span<RpcCall> calls,
+                                                     std::chrono::milliseconds timeout) {
+  return RunBatch(calls, calls.size(), timeout);
+}
+
+std::vector<Result<RpcResponse>> RpcChannel::CallUntil(std::span<RpcCall> calls, size_t enough,
+                                                       std::chrono::milliseconds timeout) {
+  return RunBatch(calls, enough, timeout);
+}
+
+std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, size_t enough,
+                                          std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const size_t n = calls.size();
+  std::vector<std::optional<Result<RpcResponse>>> results(n);
+  std::vector<InFlight> flights(n);
+  std::vector<bool> sent(n, false);
+  size_t succeeded = 0;
+  size_t finished = 0;
+
+  for (size_t i = 0; i < n; ++i) {
+    flights[i].socket = calls[i].channel->Borrow();
+    flights[i].request_id = NextRequestId();
+  }
+  // Sending waits for a connection (ZMQ_IMMEDIATE), so poll for POLLOUT on
+  // the unsent ones and POLLIN on the sent ones until all are answered.
+  while (finished < n && succeeded < enough) {
+    auto now = Clock::now();
+    if (now >= deadline) break;
+    std::vector<zmq::pollitem_t> items;
+    std::vector<size_t> index;
+    for (size_t i = 0; i < n; ++i) {
+      if (flights[i].done) continue;
+      short events = sent[i] ? ZMQ_POLLIN : ZMQ_POLLOUT;
+      items.push_back({flights[i].socket->handle(), 0, events, 0});
+      index.push_back(i);
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    try {
+      zmq::poll(items.data(), items.size(), std::max(left, std::chrono::milliseconds(1)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      throw;
+    }
+    for (size_t k = 0; k < items.size(); ++k) {
+      size_t i = index[k];
+      if (!sent[i] && (items[k].revents & ZMQ_POLLOUT)) {
+        if (SendRequest(*flights[i].socket, calls[i], flights[i].request_id)) {
+          sent[i] = true;
+        }
+        continue;
+      }
+      if (sent[i] && (items[k].revents & ZMQ_POLLIN)) {
+        auto reply = ReadReply(*flights[i].socket, flights[i].request_id, calls[i].type);
+        if (!reply) continue;  // stale, keep waiting
+        flights[i].done = true;
+        ++finished;
+        // A well-formed reply (even an error) leaves the socket clean.
+        if (reply->ok() || (reply->status().code() != ErrorCode::kBadMessage &&
+                            reply->status().code() != ErrorCode::kIoError)) {
+          calls[i].channel->GiveBack(std::move(flights[i].socket));
+        }
+        if (reply->ok()) ++succeeded;
+        results[i] = std::move(*reply);
+      }
+    }
+  }
+  std::vector<Result<RpcResponse>> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (results[i]) {
+      out.push_back(std::move(*results[i]));
+    } else {
+      // The socket may still receive the late reply: drop it rather than
+      // return it to the pool.
+      flights[i].socket.reset();
+      out.push_back(Status::Error(
+          ErrorCode::kTimeout,
+          (sent[i] ? "no reply from " : "cannot connect to ") + calls[i].channel->endpoint()));
+    }
+  }
+  return out;
+}
+
+}  // namespace shardfs

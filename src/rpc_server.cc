@@ -1,0 +1,226 @@
+#include "src/rpc_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+
+namespace shardfs {
+namespace {
+
+std::string UniqueInprocName(const char* what) {
+  static std::atomic<uint64_t> counter{0};
+  return "inproc://rpc-" + std::string(what) + "-" + std::to_string(counter.fetch_add(1));
+}
+
+zmq::message_t CopyMessage(const zmq::message_t& m) { return zmq::message_t(m.data(), m.size()); }
+
+}  // namespace
+
+RpcReply RpcReply::Error(const Status& status) {
+  RpcReply r;
+  r.type = static_cast<uint16_t>(MessageType::kError);
+  r.fields = ErrorFields(status);
+  return r;
+}
+
+RpcReply RpcReply::Ok(MessageType request_type, FieldWriter fields) {
+  RpcReply r;
+  r.type = ReplyTypeOf(request_type);
+  r.fields = std::move(fields);
+  return r;
+}
+
+RpcReply RpcReply::WithPayload(MessageType request_type, FieldWriter fields,
+                               zmq::message_t payload) {
+  RpcReply r = Ok(request_type, std::move(fields));
+  r.has_payload = true;
+  r.payload = std::move(payload);
+  return r;
+}
+
+RpcServer::RpcServer(zmq::context_t& context, Options options, RpcHandler handler)
+    : context_(context), options_(std::move(options)), handler_(std::move(handler)) {}
+
+RpcServer::~RpcServer() { Stop(); }
+
+Status RpcServer::Start() {
+  try {
+    router_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+    router_->set(zmq::sockopt::linger, 0);
+    router_->set(zmq::sockopt::router_mandatory, false);
+    // A peer cannot make us buffer more than this many outgoing messages.
+    router_->set(zmq::sockopt::sndhwm, 10000);
+    router_->set(zmq::sockopt::rcvhwm, 10000);
+    router_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.max_payload + 4096));
+    router_->bind(options_.endpoint);
+    bound_endpoint_ = router_->get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    router_.reset();
+    return Status::Error(ErrorCode::kUnavailable,
+                         "cannot listen on " + options_.endpoint + ": " + e.what());
+  }
+  reply_endpoint_ = UniqueInprocName("reply");
+  control_endpoint_ = UniqueInprocName("control");
+  running_ = true;
+  // The reply and control sockets are bound by the socket thread before the
+  // workers start: inproc needs the bind first.
+  std::mutex ready_mu;
+  std::condition_variable ready_cv;
+  bool ready = false;
+  socket_thread_ = std::thread([this, &ready_mu, &ready_cv, &ready] {
+    zmq::socket_t replies(context_, zmq::socket_type::pull);
+    replies.bind(reply_endpoint_);
+    zmq::socket_t control(context_, zmq::socket_type::pull);
+    control.bind(control_endpoint_);
+    {
+      std::lock_guard<std::mutex> lock(ready_mu);
+      ready = true;
+    }
+    ready_cv.notify_all();
+    zmq::pollitem_t items[] = {{router_->handle(), 0, ZMQ_POLLIN, 0},
+                               {replies.handle(), 0, ZMQ_POLLIN, 0},
+                               {control.handle(), 0, ZMQ_POLLIN, 0}};
+    while (true) {
+      zmq::poll(items, 3, std::chrono::milliseconds(-1));
+      if (items[2].revents & ZMQ_POLLIN) break;
+      if (items[1].revents & ZMQ_POLLIN) {
+        // Forward a finished reply: [peer][header][payload?].
+        std::vector<zmq::message_t> frames;
+        (void)zmq::recv_multipart(replies, std::back_inserter(frames));
+        for (size_t i = 0; i < frames.size(); ++i) {
+          router_->send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore
+                                                         : zmq::send_flags::dontwait);
+        }
+      }
+      if (items[0].revents & ZMQ_POLLIN) HandleIncoming(*router_);
+    }
+    router_->close();
+  });
+  {
+    std::unique_lock<std::mutex> lock(ready_mu);
+    ready_cv.wait(lock, [&] { return ready; });
+  }
+  for (int i = 0; i < options_.workers; ++i) {
+    workers_.emplace_back([this, i] { WorkerLoop(i); });
+  }
+  return Status::Ok();
+}
+
+void RpcServer::Stop() {
+  if (!running_.exchange(false)) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& w : workers_) w.join();
+  workers_.clear();
+  {
+    zmq::socket_t control(context_, zmq::socket_type::push);
+    control.set(zmq::sockopt::linger, 1000);
+    control.connect(control_endpoint_);
+    control.send(zmq::str_buffer("stop"), zmq::send_flags::none);
+  }
+  socket_thread_.join();
+  router_.reset();
+}
+
+void RpcServer::SendError(zmq::socket_t& router, zmq::message_t& peer, uint64_t request_id,
+                          const Status& status) {
+  std::string header =
+      EncodeHeader(static_cast<uint16_t>(MessageType::kError), request_id, ErrorFields(status));
+  zmq::message_t peer_copy = CopyMessage(peer);
+  router.send(peer_copy, zmq::send_flags::sndmore);
+  router.send(zmq::buffer(header), zmq::send_flags::dontwait);
+}
+
+void RpcServer::HandleIncoming(zmq::socket_t& router) {
+  std::vector<zmq::message_t> frames;
+  try {
+    (void)zmq::recv_multipart(router, std::back_inserter(frames), zmq::recv_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("rpc: receive failed: {}", e.what());
+    return;
+  }
+  if (frames.empty()) return;
+  zmq::message_t& peer = frames[0];
+  // A REQ-style client puts an empty delimiter first; tolerate and skip it.
+  size_t first = 1;
+  if (frames.size() > 2 && frames[1].size() == 0) first = 2;
+  size_t parts = frames.size() - first;
+  if (parts < 1 || parts > 2) {
+    SendError(router, peer, 0,
+              Status::Error(ErrorCode::kBadMessage, "a message has one or two frames"));
+    return;
+  }
+  auto header = DecodeHeader(std::string_view(static_cast<const char*>(frames[first].data()),
+                                              frames[first].size()));
+  if (!header.ok()) {
+    SendError(router, peer, 0, header.status());
+    return;
+  }
+  if (header->version != kProtocolVersion) {
+    SendError(router, peer, header->request_id,
+              Status::Error(ErrorCode::kVersionMismatch,
+                            "protocol version " + std::to_string(header->version) +
+                                " is not supported (this server speaks " +
+                                std::to_string(kProtocolVersion) + ")"));
+    return;
+  }
+  if (parts == 2 && frames[first + 1].size() > options_.max_payload) {
+    SendError(router, peer, header->request_id,
+              Status::Error(ErrorCode::kTooLarge, "payload too large"));
+    return;
+  }
+  Job job;
+  job.peer = std::move(peer);
+  job.request.header = std::move(*header);
+  if (parts == 2) {
+    job.request.has_payload = true;
+    job.request.payload = std::move(frames[first + 1]);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_.size() < options_.max_queued) {
+      queue_.push_back(std::move(job));
+      cv_.notify_one();
+      return;
+    }
+  }
+  SendError(router, job.peer, job.request.header.request_id,
+            Status::Error(ErrorCode::kBusy, "server queue is full"));
+}
+
+void RpcServer::WorkerLoop(int /*index*/) {
+  zmq::socket_t out(context_, zmq::socket_type::push);
+  out.set(zmq::sockopt::linger, 0);
+  out.connect(reply_endpoint_);
+  while (true) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    RpcReply reply;
+    try {
+      reply = handler_(job.request);
+    } catch (const std::exception& e) {
+      // A handler bug must not take the server down with it.
+      spdlog::error("rpc: handler for type {} threw: {}", job.request.header.type, e.what());
+      reply = RpcReply::Error(Status::Error(ErrorCode::kInternal, "internal error"));
+    }
+    std::string header = EncodeHeader(reply.type, job.request.header.request_id, reply.fields);
+    out.send(job.peer, zmq::send_flags::sndmore);
+    if (reply.has_payload) {
+      out.send(zmq::buffer(header), zmq::send_flags::sndmore);
+      out.send(reply.payload, zmq::send_flags::none);
+    } else {
+      out.send(zmq::buffer(header), zmq::send_flags::none);
+    }
+  }
+}
+
+}  // namespace shardfs

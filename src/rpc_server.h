@@ -1,0 +1,101 @@
+// RpcServer: one ZeroMQ ROUTER socket served by a pool of worker threads.
+//
+// Both daemons serve their protocol through it. The socket thread only moves
+// frames: it decodes headers (cheap, bounded), answers malformed messages with
+// an error at once, and queues well-formed requests for the workers, so one
+// slow disk request never stalls the others. Workers hand finished replies
+// back over an inproc socket, because a ZeroMQ socket belongs to one thread.
+// A full queue is answered with kBusy instead of growing without bound.
+#pragma once
+
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "protocol/envelope.h"
+#include "src/status.h"
+
+namespace shardfs {
+
+struct RpcRequest {
+  Envelope header;
+  bool has_payload = false;
+  zmq::message_t payload;
+  MessageType type() const { return static_cast<MessageType>(header.type); }
+};
+
+struct RpcReply {
+  uint16_t type = 0;
+  FieldWriter fields;
+  bool has_payload = false;
+  zmq::message_t payload;
+
+  static RpcReply Error(const Status& status);
+  static RpcReply Ok(MessageType request_type, FieldWriter fields = FieldWriter());
+  static RpcReply WithPayload(MessageType request_type, FieldWriter fields, zmq::message_t payload);
+};
+
+// Called on a worker thread; must be thread-safe.
+using RpcHandler = std::function<RpcReply(RpcRequest& request)>;
+
+class RpcServer {
+ public:
+  struct Options {
+    std::string endpoint;         // tcp://HOST:PORT; port 0 picks a free one
+    int workers = 4;
+    size_t max_queued = 4096;     // requests waiting for a worker
+    size_t max_payload = kMaxPayloadBytes;
+  };
+
+  // `context` must outlive the server.
+  RpcServer(zmq::context_t& context, Options options, RpcHandler handler);
+  ~RpcServer();
+  RpcServer(const RpcServer&) = delete;
+  RpcServer& operator=(const RpcServer&) = delete;
+
+  // Binds and starts the threads. Fails if the endpoint cannot be bound.
+  Status Start();
+  // Stops accepting, lets workers finish their current request, joins.
+  void Stop();
+  // The endpoint actually bound (with the real port when 0 was asked).
+  const std::string& endpoint() const { return bound_endpoint_; }
+
+ private:
+  struct Job {
+    zmq::message_t peer;
+    RpcRequest request;
+  };
+
+  void SocketLoop();
+  void WorkerLoop(int index);
+  void HandleIncoming(zmq::socket_t& router);
+  void SendError(zmq::socket_t& router, zmq::message_t& peer, uint64_t request_id,
+                 const Status& status);
+
+  zmq::context_t& context_;
+  Options options_;
+  RpcHandler handler_;
+  std::string bound_endpoint_;
+  std::string reply_endpoint_;
+  std::string control_endpoint_;
+  std::unique_ptr<zmq::socket_t> router_;  // bound in Start, used by the socket thread
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;  // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
+  std::atomic<bool> running_{false};
+
+  std::thread socket_thread_;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace shardfs
