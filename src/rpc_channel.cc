@@ -129,33 +129,47 @@ std::vector<Result<RpcResponse>> RpcChannel::CallUntil(std::span<RpcCall> calls,
 }
 
 std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, size_t enough,
-                                          std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+                                                     std::chrono::milliseconds timeout) {
+  const auto begin = Clock::now();
+  const auto deadline = begin + timeout;
   const size_t n = calls.size();
   std::vector<std::optional<Result<RpcResponse>>> results(n);
   std::vector<InFlight> flights(n);
+  std::vector<bool> started(n, false);
   std::vector<bool> sent(n, false);
   size_t succeeded = 0;
   size_t finished = 0;
+  size_t in_progress = 0;
 
-  for (size_t i = 0; i < n; ++i) {
-    flights[i].socket = calls[i].channel->Borrow();
-    flights[i].request_id = NextRequestId();
-  }
-  // Sending waits for a connection (ZMQ_IMMEDIATE), so poll for POLLOUT on
-  // the unsent ones and POLLIN on the sent ones until all are answered.
   while (finished < n && succeeded < enough) {
     auto now = Clock::now();
     if (now >= deadline) break;
+    // Start the calls whose time has come, or the next one when nothing else
+    // is still going.
+    auto next_start = deadline;
+    for (size_t i = 0; i < n; ++i) {
+      if (started[i]) continue;
+      if (now - begin >= calls[i].start_after || in_progress == 0) {
+        started[i] = true;
+        ++in_progress;
+        flights[i].socket = calls[i].channel->Borrow();
+        flights[i].request_id = NextRequestId();
+      } else {
+        next_start = std::min(next_start, begin + calls[i].start_after);
+      }
+    }
     std::vector<zmq::pollitem_t> items;
     std::vector<size_t> index;
     for (size_t i = 0; i < n; ++i) {
-      if (flights[i].done) continue;
+      if (!started[i] || flights[i].done) continue;
+      // Sending waits for a connection (ZMQ_IMMEDIATE): POLLOUT until sent,
+      // then POLLIN for the reply.
       short events = sent[i] ? ZMQ_POLLIN : ZMQ_POLLOUT;
       items.push_back({flights[i].socket->handle(), 0, events, 0});
       index.push_back(i);
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    auto wake = std::min(deadline, next_start);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
     try {
       zmq::poll(items.data(), items.size(), std::max(left, std::chrono::milliseconds(1)));
     } catch (const zmq::error_t& e) {
@@ -165,9 +179,7 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
     for (size_t k = 0; k < items.size(); ++k) {
       size_t i = index[k];
       if (!sent[i] && (items[k].revents & ZMQ_POLLOUT)) {
-        if (SendRequest(*flights[i].socket, calls[i], flights[i].request_id)) {
-          sent[i] = true;
-        }
+        if (SendRequest(*flights[i].socket, calls[i], flights[i].request_id)) sent[i] = true;
         continue;
       }
       if (sent[i] && (items[k].revents & ZMQ_POLLIN)) {
@@ -175,6 +187,7 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
         if (!reply) continue;  // stale, keep waiting
         flights[i].done = true;
         ++finished;
+        --in_progress;
         // A well-formed reply (even an error) leaves the socket clean.
         if (reply->ok() || (reply->status().code() != ErrorCode::kBadMessage &&
                             reply->status().code() != ErrorCode::kIoError)) {
@@ -190,13 +203,18 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
   for (size_t i = 0; i < n; ++i) {
     if (results[i]) {
       out.push_back(std::move(*results[i]));
+    } else if (!started[i]) {
+      out.push_back(Status::Error(ErrorCode::kUnavailable, "not sent: enough replies came"));
     } else {
       // The socket may still receive the late reply: drop it rather than
       // return it to the pool.
       flights[i].socket.reset();
-      out.push_back(Status::Error(
-          ErrorCode::kTimeout,
-          (sent[i] ? "no reply from " : "cannot connect to ") + calls[i].channel->endpoint()));
+      // Never sent means never connected: the caller may safely try again,
+      // even a request that is not idempotent.
+      out.push_back(sent[i] ? Status::Error(ErrorCode::kTimeout,
+                                            "no reply from " + calls[i].channel->endpoint())
+                            : Status::Error(ErrorCode::kUnavailable,
+                                            "cannot connect to " + calls[i].channel->endpoint()));
     }
   }
   return out;

@@ -46,6 +46,9 @@ struct RpcCall {
   // Bytes for the payload frame; not owned, must outlive the call.
   std::string_view payload;
   bool has_payload = false;
+  // Hedging: not sent before this much time has passed since the batch
+  // began, unless every call started before it has already failed.
+  std::chrono::milliseconds start_after{0};
 };
 
 // Thread-safe. Owned by whoever owns the connection to that server (a
@@ -60,7 +63,8 @@ class RpcChannel {
   const std::string& endpoint() const { return endpoint_; }
 
   // Sends one request and waits for its reply. An error reply becomes its
-  // Status; no reply before the deadline is kTimeout.
+  // Status; no reply before the deadline is kTimeout, and no connection
+  // before the deadline (the request was never sent) is kUnavailable.
   Result<RpcResponse> Call(MessageType type, const FieldWriter& fields,
                            std::chrono::milliseconds timeout, std::string_view payload = {},
                            bool has_payload = false);
@@ -71,7 +75,10 @@ class RpcChannel {
                                                   std::chrono::milliseconds timeout);
 
   // Like CallAll, but returns as soon as `enough` calls have succeeded; the
-  // rest are abandoned (their sockets closed) and reported as kTimeout.
+  // rest are abandoned (their sockets closed) and reported as kTimeout, or
+  // kUnavailable when they were never sent. With start_after set on the
+  // calls this is a hedged request: the next copy goes out when the earlier
+  // ones are slow or have failed.
   static std::vector<Result<RpcResponse>> CallUntil(std::span<RpcCall> calls, size_t enough,
                                                     std::chrono::milliseconds timeout);
 

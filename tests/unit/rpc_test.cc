@@ -84,7 +84,7 @@ TEST_F(RpcTest, NobodyListeningTimesOut) {
   FieldWriter w;
   auto start = std::chrono::steady_clock::now();
   auto r = dead.Call(MessageType::kNodePing, w, 200ms);
-  EXPECT_EQ(r.status().code(), ErrorCode::kTimeout);
+  EXPECT_EQ(r.status().code(), ErrorCode::kUnavailable);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
 }
 
@@ -120,7 +120,7 @@ TEST_F(RpcTest, CallAllToSeveralServers) {
   ASSERT_EQ(results.size(), 3u);
   EXPECT_EQ(*results[0]->header.fields.U64("x"), 1u);
   EXPECT_EQ(*results[1]->header.fields.U64("x"), 2u);
-  EXPECT_EQ(results[2].status().code(), ErrorCode::kTimeout);
+  EXPECT_EQ(results[2].status().code(), ErrorCode::kUnavailable);
   second.Stop();
 }
 
@@ -174,6 +174,54 @@ TEST_F(RpcTest, WrongFieldTypeIsAnErrorNotACrash) {
   w.Str("x", "not a number");
   auto r = channel_->Call(MessageType::kNodePing, w, 2000ms);
   EXPECT_EQ(r.status().code(), ErrorCode::kBadMessage);
+}
+
+}  // namespace
+}  // namespace shardfs
+
+namespace shardfs {
+namespace {
+
+TEST_F(RpcTest, HedgedCallGoesToTheNextWhenTheFirstIsSlow) {
+  FieldWriter slow, fast;
+  slow.U64("x", 1).U64("sleep_ms", 3000);
+  fast.U64("x", 2);
+  std::vector<RpcCall> calls(2);
+  calls[0] = {channel_.get(), MessageType::kNodePing, &slow, {}, false, 0ms};
+  calls[1] = {channel_.get(), MessageType::kNodePing, &fast, {}, false, 200ms};
+  auto start = std::chrono::steady_clock::now();
+  auto results = RpcChannel::CallUntil(calls, 1, 5000ms);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 190ms);
+  EXPECT_LT(took, 1500ms);
+  ASSERT_TRUE(results[1].ok());
+}
+
+TEST_F(RpcTest, HedgedCallSkipsAheadOnFailure) {
+  RpcChannel dead(ctx_, "tcp://127.0.0.1:1");
+  FieldWriter a, b;
+  a.U64("x", 13);  // error reply at once
+  b.U64("x", 2);
+  std::vector<RpcCall> calls(2);
+  calls[0] = {channel_.get(), MessageType::kNodePing, &a, {}, false, 0ms};
+  calls[1] = {channel_.get(), MessageType::kNodePing, &b, {}, false, 3000ms};
+  auto start = std::chrono::steady_clock::now();
+  auto results = RpcChannel::CallUntil(calls, 1, 5000ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1000ms);
+  EXPECT_EQ(results[0].status().code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(results[1].ok());
+}
+
+TEST_F(RpcTest, HedgedCallNeverSendsUnneededCopies) {
+  FieldWriter a, b;
+  a.U64("x", 1);
+  b.U64("x", 2);
+  std::vector<RpcCall> calls(2);
+  calls[0] = {channel_.get(), MessageType::kNodePing, &a, {}, false, 0ms};
+  calls[1] = {channel_.get(), MessageType::kNodePing, &b, {}, false, 3000ms};
+  auto results = RpcChannel::CallUntil(calls, 1, 5000ms);
+  EXPECT_TRUE(results[0].ok());
+  EXPECT_EQ(results[1].status().code(), ErrorCode::kUnavailable);
 }
 
 }  // namespace

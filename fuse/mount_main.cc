@@ -1,0 +1,96 @@
+// shardfs-mount: mounts the cluster as an ordinary directory.
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "fuse/mount_options.h"
+#include "fuse/shardfs_fs.h"
+
+namespace {
+
+using namespace shardfs;
+
+// Owns the FUSE session: unmounts and destroys it on every path out.
+class FuseSession {
+ public:
+  FuseSession(const MountOptions& options, ShardFs* fs) {
+    args_.push_back("shardfs-mount");
+    std::string opts = "fsname=shardfs,subtype=shardfs,default_permissions";
+    if (options.read_only) opts += ",ro";
+    if (options.allow_other) opts += ",allow_other";
+    args_.push_back("-o");
+    args_.push_back(opts);
+    if (options.debug_fuse) args_.push_back("-d");
+    std::vector<char*> argv;
+    for (auto& a : args_) argv.push_back(a.data());
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+    session_ = fuse_session_new(&args, ShardFs::Operations(), sizeof(fuse_lowlevel_ops), fs);
+    fuse_opt_free_args(&args);
+  }
+  ~FuseSession() {
+    if (session_ == nullptr) return;
+    if (signals_) fuse_remove_signal_handlers(session_);
+    if (mounted_) fuse_session_unmount(session_);
+    fuse_session_destroy(session_);
+  }
+  bool ok() const { return session_ != nullptr; }
+  bool Mount(const std::string& mountpoint) {
+    mounted_ = fuse_session_mount(session_, mountpoint.c_str()) == 0;
+    return mounted_;
+  }
+  bool InstallSignalHandlers() {
+    signals_ = fuse_set_signal_handlers(session_) == 0;
+    return signals_;
+  }
+  int Loop() {
+    fuse_loop_config* config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(config, 16);
+    fuse_loop_cfg_set_idle_threads(config, 8);
+    int rc = fuse_session_loop_mt(session_, config);
+    fuse_loop_cfg_destroy(config);
+    return rc;
+  }
+
+ private:
+  std::vector<std::string> args_;
+  fuse_session* session_ = nullptr;
+  bool mounted_ = false;
+  bool signals_ = false;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto options = ParseMountOptions(argc, argv);
+  if (!options.ok()) {
+    std::fprintf(stderr, "shardfs-mount: %s\n\n%s", options.status().message().c_str(),
+                 MountUsage().c_str());
+    return 2;
+  }
+  if (options->show_help) {
+    std::fputs(MountUsage().c_str(), stdout);
+    return 0;
+  }
+  spdlog::set_level(spdlog::level::from_str(options->log_level));
+  if (options->registry.empty()) {
+    std::fprintf(stderr,
+                 "shardfs-mount: no registry: give --registry tcp://HOST:7400 or set "
+                 "SHARDFS_REGISTRY\n");
+    return 2;
+  }
+
+  // ZeroMQ starts its threads with the first socket, which the client only
+  // opens on the first request: so it may be made before the fork into the
+  // background, and the mount is ready when the parent exits.
+  ShardFs fs(*options, options->registry);
+  FuseSession session(*options, &fs);
+  if (!session.ok() || !session.Mount(options->mountpoint)) return 1;
+  if (fuse_daemonize(options->foreground ? 1 : 0) != 0) return 1;
+  if (!session.InstallSignalHandlers()) return 1;
+  spdlog::info("mounted the cluster at {} (registry {})", options->mountpoint, options->registry);
+
+  int rc = session.Loop();
+  fs.FlushAll();
+  return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,611 @@
+#include "fuse/shardfs_fs.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/xattr.h>
+
+#include <cstring>
+
+#include "src/namespace_op.h"
+
+namespace shardfs {
+
+struct ShardFs::Handle {
+  uint64_t ino = 0;
+  std::shared_ptr<OpenFile> file;
+};
+
+struct ShardFs::DirListing {
+  uint64_t ino = 0;
+  uint64_t parent = 0;
+  std::vector<DirEntry> entries;
+};
+
+namespace {
+
+ShardFs* Self(fuse_req_t req) { return static_cast<ShardFs*>(fuse_req_userdata(req)); }
+
+void ReplyStatus(fuse_req_t req, const Status& st) { fuse_reply_err(req, st.ok() ? 0 : st.ToErrno()); }
+
+int64_t ToNs(const struct timespec& ts) {
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+struct timespec ToTimespec(int64_t ns) {
+  struct timespec ts;
+  ts.tv_sec = ns / 1000000000LL;
+  ts.tv_nsec = ns % 1000000000LL;
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1000000000LL;
+    ts.tv_sec -= 1;
+  }
+  return ts;
+}
+
+FileType TypeFromMode(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFDIR: return FileType::kDirectory;
+    case S_IFLNK: return FileType::kSymlink;
+    case S_IFIFO: return FileType::kFifo;
+    case S_IFSOCK: return FileType::kSocket;
+    case S_IFCHR: return FileType::kCharDevice;
+    case S_IFBLK: return FileType::kBlockDevice;
+    default: return FileType::kRegular;
+  }
+}
+
+Caller CallerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return Caller{static_cast<uint32_t>(ctx->uid), static_cast<uint32_t>(ctx->gid)};
+}
+
+// The umask is applied by the kernel unless the file system asks otherwise;
+// fuse_req_ctx carries it for the DONT_MASK case.
+uint32_t CreateMode(fuse_req_t req, mode_t mode) {
+  (void)req;
+  return mode & 07777;
+}
+
+}  // namespace
+
+ShardFs::ShardFs(const MountOptions& options, std::string registry_endpoint)
+    : options_(options),
+      ns_(context_, std::move(registry_endpoint)),
+      nodes_(context_, NodeClient::Options{std::chrono::milliseconds(4000), 2,
+                                           std::chrono::milliseconds(50)}),
+      latency_(std::chrono::milliseconds(20), std::chrono::milliseconds(2000)) {
+  data_path_.ns = &ns_;
+  data_path_.nodes = &nodes_;
+  data_path_.directory = &directory_;
+  data_path_.latency = &latency_;
+}
+
+ShardFs::~ShardFs() = default;
+
+void ShardFs::FlushAll() {
+  std::vector<std::shared_ptr<OpenFile>> files;
+  {
+    std::lock_guard<std::mutex> lock(open_mu_);
+    for (auto& [ino, open] : open_files_) files.push_back(open.file);
+  }
+  for (auto& f : files) {
+    Status st = f->Flush(true);
+    if (!st.ok()) spdlog::error("flushing inode {} failed: {}", f->ino(), st.ToString());
+  }
+}
+
+struct stat ShardFs::ToStat(const InodeAttrs& a) const {
+  struct stat st;
+  std::memset(&st, 0, sizeof(st));
+  st.st_ino = a.ino;
+  st.st_mode = StatMode(a);
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_size = static_cast<off_t>(a.size);
+  st.st_rdev = a.rdev;
+  st.st_blksize = 1 << 20;
+  // Blocks in use: what a sparse file really stores is not known here, so
+  // report the size (rounded up), as most network file systems do.
+  st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  st.st_atim = ToTimespec(a.atime_ns);
+  st.st_mtim = ToTimespec(a.mtime_ns);
+  st.st_ctim = ToTimespec(a.ctime_ns);
+  return st;
+}
+
+void ShardFs::ReplyEntry(fuse_req_t req, const InodeAttrs& attrs) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = attrs.ino;
+  e.generation = 1;
+  e.attr = ToStat(attrs);
+  e.attr_timeout = options_.attr_timeout;
+  e.entry_timeout = options_.entry_timeout;
+  fuse_reply_entry(req, &e);
+}
+
+void ShardFs::ReplyAttr(fuse_req_t req, const InodeAttrs& attrs) {
+  struct stat st = ToStat(attrs);
+  fuse_reply_attr(req, &st, options_.attr_timeout);
+}
+
+bool ShardFs::ReadOnlyReject(fuse_req_t req) {
+  if (!options_.read_only) return false;
+  fuse_reply_err(req, EROFS);
+  return true;
+}
+
+std::shared_ptr<OpenFile> ShardFs::FindOpenFile(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(open_mu_);
+  auto it = open_files_.find(ino);
+  return it == open_files_.end() ? nullptr : it->second.file;
+}
+
+void ShardFs::Init(fuse_conn_info* conn) {
+  // Large writes mean fewer round trips through the kernel; the shard
+  // buffers absorb them.
+  conn->max_write = 1 << 20;
+  conn->max_readahead = 4 << 20;
+  if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  // Other mounts change files too: the kernel must not keep pages across an
+  // open unless we say so (keep_cache), and must drop them when the size or
+  // mtime it sees changes.
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+void ShardFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto attrs = ns_.Lookup(parent, name);
+  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  if (auto f = FindOpenFile(attrs->ino); f && f->dirty()) attrs->size = f->attrs().size;
+  ReplyEntry(req, *attrs);
+}
+
+void ShardFs::GetAttr(fuse_req_t req, fuse_ino_t ino) {
+  auto attrs = ns_.GetAttr(ino);
+  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  // Writes not yet committed are part of the file as this mount sees it.
+  if (auto f = FindOpenFile(ino); f && f->dirty()) attrs->size = f->attrs().size;
+  ReplyAttr(req, *attrs);
+}
+
+void ShardFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                      fuse_file_info* /*fi*/) {
+  if (ReadOnlyReject(req)) return;
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (auto f = FindOpenFile(ino)) {
+      Status st = f->Truncate(static_cast<uint64_t>(attr->st_size));
+      if (!st.ok()) return ReplyStatus(req, st);
+    } else {
+      SetAttrRequest size_req;
+      size_req.ino = ino;
+      size_req.mask = kSetAttrSize;
+      size_req.size = static_cast<uint64_t>(attr->st_size);
+      auto r = ns_.SetAttr(size_req);
+      if (!r.ok()) return ReplyStatus(req, r.status());
+    }
+  }
+  SetAttrRequest r;
+  r.ino = ino;
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    r.mask |= kSetAttrMode;
+    r.mode = attr->st_mode & 07777;
+  }
+  if (to_set & FUSE_SET_ATTR_UID) {
+    r.mask |= kSetAttrUid;
+    r.uid = attr->st_uid;
+  }
+  if (to_set & FUSE_SET_ATTR_GID) {
+    r.mask |= kSetAttrGid;
+    r.gid = attr->st_gid;
+  }
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+    r.mask |= kSetAttrAtime;
+    r.atime_now = (to_set & FUSE_SET_ATTR_ATIME_NOW) != 0;
+    r.atime_ns = ToNs(attr->st_atim);
+  }
+  if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+    r.mask |= kSetAttrMtime;
+    r.mtime_now = (to_set & FUSE_SET_ATTR_MTIME_NOW) != 0;
+    r.mtime_ns = ToNs(attr->st_mtim);
+  }
+  Result<InodeAttrs> attrs = r.mask != 0 ? ns_.SetAttr(r) : ns_.GetAttr(ino);
+  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  if (auto f = FindOpenFile(ino); f && f->dirty()) attrs->size = f->attrs().size;
+  ReplyAttr(req, *attrs);
+}
+
+void ShardFs::Readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto target = ns_.Readlink(ino);
+  if (!target.ok()) return ReplyStatus(req, target.status());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+void ShardFs::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                    dev_t rdev) {
+  if (ReadOnlyReject(req)) return;
+  MknodRequest r;
+  r.parent = parent;
+  r.name = name;
+  r.type = TypeFromMode(mode);
+  r.mode = CreateMode(req, mode);
+  r.caller = CallerOf(req);
+  r.rdev = rdev;
+  r.replication_goal = options_.replicas;
+  auto attrs = r.type == FileType::kDirectory ? ns_.Mkdir(r) : ns_.Mknod(r);
+  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  ReplyEntry(req, *attrs);
+}
+
+void ShardFs::Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  Mknod(req, parent, name, (mode & 07777) | S_IFDIR, 0);
+}
+
+void ShardFs::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (ReadOnlyReject(req)) return;
+  ReplyStatus(req, ns_.Unlink(parent, name));
+}
+
+void ShardFs::Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (ReadOnlyReject(req)) return;
+  ReplyStatus(req, ns_.Rmdir(parent, name));
+}
+
+void ShardFs::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  if (ReadOnlyReject(req)) return;
+  auto attrs = ns_.Symlink(SymlinkRequest{parent, name, link, CallerOf(req)});
+  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  ReplyEntry(req, *attrs);
+}
+
+void ShardFs::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                     const char* newname, unsigned int flags) {
+  if (ReadOnlyReject(req)) return;
+  uint32_t wire_flags = 0;
+  if (flags & RENAME_NOREPLACE) wire_flags |= kRenameNoReplace;
+  if (flags & RENAME_EXCHANGE) wire_flags |= kRenameExchange;
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return (void)fuse_reply_err(req, EINVAL);
+  ReplyStatus(req, ns_.Rename(RenameRequest{parent, name, newparent, newname, wire_flags}));
+}
+
+void ShardFs::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  if (ReadOnlyReject(req)) return;
+  auto attrs = ns_.Link(ino, newparent, newname);
+  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  ReplyEntry(req, *attrs);
+}
+
+Status ShardFs::OpenHandle(uint64_t ino, fuse_file_info* fi, const InodeAttrs* fresh) {
+  std::shared_ptr<OpenFile> file;
+  {
+    std::lock_guard<std::mutex> lock(open_mu_);
+    auto it = open_files_.find(ino);
+    if (it != open_files_.end()) file = it->second.file;
+  }
+  if (file) {
+    // Close-to-open: a new open sees what others committed, unless this
+    // mount has writes of its own in flight for the file.
+    SHARDFS_RETURN_IF_ERROR(file->Refresh());
+  } else {
+    SHARDFS_ASSIGN_OR_RETURN(file, OpenFile::Load(data_path_, ino));
+  }
+  (void)fresh;
+  InodeAttrs attrs = file->attrs();
+  auto* handle = new Handle{ino, nullptr};
+  {
+    std::lock_guard<std::mutex> lock(open_mu_);
+    auto& open = open_files_[ino];
+    if (!open.file) open.file = file;
+    handle->file = open.file;
+    ++open.handles;
+    auto seen = last_seen_.find(ino);
+    // The kernel may keep cached pages when nothing changed since they were
+    // read: same size and mtime as at our last open.
+    fi->keep_cache = seen != last_seen_.end() && seen->second.first == attrs.size &&
+                     seen->second.second == attrs.mtime_ns;
+    last_seen_[ino] = {attrs.size, attrs.mtime_ns};
+  }
+  fi->fh = reinterpret_cast<uint64_t>(handle);
+  return Status::Ok();
+}
+
+void ShardFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (options_.read_only && (fi->flags & O_ACCMODE) != O_RDONLY) {
+    return (void)fuse_reply_err(req, EROFS);
+  }
+  auto attrs = ns_.Open(ino);
+  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  Status st = OpenHandle(ino, fi, &*attrs);
+  if (!st.ok()) {
+    (void)ns_.Release(ino);
+    return ReplyStatus(req, st);
+  }
+  fuse_reply_open(req, fi);
+}
+
+void ShardFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                     fuse_file_info* fi) {
+  if (ReadOnlyReject(req)) return;
+  MknodRequest r;
+  r.parent = parent;
+  r.name = name;
+  r.type = FileType::kRegular;
+  r.mode = CreateMode(req, mode);
+  r.caller = CallerOf(req);
+  r.replication_goal = options_.replicas;
+  auto attrs = ns_.Mknod(r);
+  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  auto opened = ns_.Open(attrs->ino);
+  if (!opened.ok()) return ReplyStatus(req, opened.status());
+  Status st = OpenHandle(attrs->ino, fi, &*opened);
+  if (!st.ok()) {
+    (void)ns_.Release(attrs->ino);
+    return ReplyStatus(req, st);
+  }
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = attrs->ino;
+  e.generation = 1;
+  e.attr = ToStat(*attrs);
+  e.attr_timeout = options_.attr_timeout;
+  e.entry_timeout = options_.entry_timeout;
+  fuse_reply_create(req, &e, fi);
+}
+
+void ShardFs::Read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
+                   fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<Handle*>(fi->fh);
+  auto bytes = handle->file->Read(static_cast<uint64_t>(off), size);
+  if (!bytes.ok()) return ReplyStatus(req, bytes.status());
+  fuse_reply_buf(req, bytes->data(), bytes->size());
+}
+
+void ShardFs::Write(fuse_req_t req, fuse_ino_t /*ino*/, const char* buf, size_t size, off_t off,
+                    fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<Handle*>(fi->fh);
+  Status st = handle->file->Write(static_cast<uint64_t>(off), std::string_view(buf, size));
+  if (!st.ok()) return ReplyStatus(req, st);
+  fuse_reply_write(req, size);
+}
+
+void ShardFs::Flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<Handle*>(fi->fh);
+  ReplyStatus(req, handle->file->Flush(false));
+}
+
+void ShardFs::Fsync(fuse_req_t req, fuse_ino_t /*ino*/, int /*datasync*/, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<Handle*>(fi->fh);
+  ReplyStatus(req, handle->file->Flush(true));
+}
+
+void ShardFs::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  std::unique_ptr<Handle> handle(reinterpret_cast<Handle*>(fi->fh));
+  Status st = handle->file->Flush(false);
+  if (!st.ok()) spdlog::error("release of inode {}: {}", ino, st.ToString());
+  {
+    std::lock_guard<std::mutex> lock(open_mu_);
+    auto it = open_files_.find(ino);
+    if (it != open_files_.end() && --it->second.handles == 0) {
+      // Keep the OpenFile while unflushed data remains (a failed flush).
+      if (!it->second.file->dirty()) open_files_.erase(it);
+    }
+  }
+  Status released = ns_.Release(ino);
+  if (!released.ok()) spdlog::warn("release of inode {}: {}", ino, released.ToString());
+  fuse_reply_err(req, 0);
+}
+
+void ShardFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto listing = std::make_unique<DirListing>();
+  listing->ino = ino;
+  ReadDirRequest r;
+  r.ino = ino;
+  r.max = 1000;
+  r.plus = true;
+  while (true) {
+    auto page = ns_.ReadDir(r);
+    if (!page.ok()) return ReplyStatus(req, page.status());
+    for (auto& e : page->entries) listing->entries.push_back(std::move(e));
+    if (!page->more || page->entries.empty()) break;
+    r.after = listing->entries.back().name;
+  }
+  fi->fh = reinterpret_cast<uint64_t>(listing.release());
+  fuse_reply_open(req, fi);
+}
+
+void ShardFs::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                      bool plus) {
+  auto* listing = reinterpret_cast<DirListing*>(fi->fh);
+  std::string buf(size, '\0');
+  size_t used = 0;
+  // Offsets: 0 ".", 1 "..", then entry i at i + 2; an entry's offset field
+  // is the offset of the next one.
+  for (size_t i = static_cast<size_t>(off); i < listing->entries.size() + 2; ++i) {
+    const char* name;
+    struct stat st;
+    std::memset(&st, 0, sizeof(st));
+    const DirEntry* entry = nullptr;
+    if (i == 0) {
+      name = ".";
+      st.st_ino = ino;
+      st.st_mode = S_IFDIR;
+    } else if (i == 1) {
+      name = "..";
+      st.st_ino = 1;  // the kernel resolves ".." itself; any directory will do
+      st.st_mode = S_IFDIR;
+    } else {
+      entry = &listing->entries[i - 2];
+      name = entry->name.c_str();
+      if (entry->attrs) {
+        st = ToStat(*entry->attrs);
+      } else {
+        st.st_ino = entry->ino;
+        st.st_mode = FileTypeToModeBits(entry->type);
+      }
+    }
+    size_t n;
+    if (plus) {
+      fuse_entry_param e;
+      std::memset(&e, 0, sizeof(e));
+      e.attr = st;
+      if (entry != nullptr && entry->attrs) {
+        e.ino = entry->ino;
+        e.generation = 1;
+        e.attr_timeout = options_.attr_timeout;
+        e.entry_timeout = options_.entry_timeout;
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e,
+                                 static_cast<off_t>(i + 1));
+    } else {
+      n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st,
+                            static_cast<off_t>(i + 1));
+    }
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void ShardFs::ReleaseDir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  delete reinterpret_cast<DirListing*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void ShardFs::StatFs(fuse_req_t req, fuse_ino_t /*ino*/) {
+  auto r = ns_.StatFs();
+  if (!r.ok()) return ReplyStatus(req, r.status());
+  struct statvfs st;
+  std::memset(&st, 0, sizeof(st));
+  const uint64_t block = 4096;
+  st.f_bsize = 1 << 20;
+  st.f_frsize = block;
+  st.f_blocks = r->total_bytes / block;
+  st.f_bfree = r->free_bytes / block;
+  st.f_bavail = r->free_bytes / block;
+  st.f_files = r->inodes + (1ull << 32);
+  st.f_ffree = 1ull << 32;
+  st.f_favail = 1ull << 32;
+  st.f_namemax = kMaxNameLength;
+  fuse_reply_statfs(req, &st);
+}
+
+void ShardFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                       size_t size, int flags) {
+  if (ReadOnlyReject(req)) return;
+  uint32_t wire = 0;
+  if (flags & XATTR_CREATE) wire |= kXattrCreate;
+  if (flags & XATTR_REPLACE) wire |= kXattrReplace;
+  ReplyStatus(req, ns_.SetXattr(ino, name, std::string(value, size), wire));
+}
+
+void ShardFs::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto value = ns_.GetXattr(ino, name);
+  if (!value.ok()) return ReplyStatus(req, value.status());
+  if (size == 0) return (void)fuse_reply_xattr(req, value->size());
+  if (value->size() > size) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, value->data(), value->size());
+}
+
+void ShardFs::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto names = ns_.ListXattr(ino);
+  if (!names.ok()) return ReplyStatus(req, names.status());
+  std::string joined;
+  for (const auto& n : *names) {
+    joined.append(n);
+    joined.push_back('\0');
+  }
+  if (size == 0) return (void)fuse_reply_xattr(req, joined.size());
+  if (joined.size() > size) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, joined.data(), joined.size());
+}
+
+void ShardFs::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (ReadOnlyReject(req)) return;
+  ReplyStatus(req, ns_.RemoveXattr(ino, name));
+}
+
+const fuse_lowlevel_ops* ShardFs::Operations() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o;
+    std::memset(&o, 0, sizeof(o));
+    o.init = [](void* userdata, fuse_conn_info* conn) {
+      static_cast<ShardFs*>(userdata)->Init(conn);
+    };
+    o.destroy = [](void* userdata) { static_cast<ShardFs*>(userdata)->FlushAll(); };
+    o.lookup = [](fuse_req_t req, fuse_ino_t p, const char* n) { Self(req)->Lookup(req, p, n); };
+    o.forget = [](fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); };
+    o.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+      Self(req)->GetAttr(req, ino);
+    };
+    o.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* a, int s, fuse_file_info* fi) {
+      Self(req)->SetAttr(req, ino, a, s, fi);
+    };
+    o.readlink = [](fuse_req_t req, fuse_ino_t ino) { Self(req)->Readlink(req, ino); };
+    o.mknod = [](fuse_req_t req, fuse_ino_t p, const char* n, mode_t m, dev_t r) {
+      Self(req)->Mknod(req, p, n, m, r);
+    };
+    o.mkdir = [](fuse_req_t req, fuse_ino_t p, const char* n, mode_t m) {
+      Self(req)->Mkdir(req, p, n, m);
+    };
+    o.unlink = [](fuse_req_t req, fuse_ino_t p, const char* n) { Self(req)->Unlink(req, p, n); };
+    o.rmdir = [](fuse_req_t req, fuse_ino_t p, const char* n) { Self(req)->Rmdir(req, p, n); };
+    o.symlink = [](fuse_req_t req, const char* l, fuse_ino_t p, const char* n) {
+      Self(req)->Symlink(req, l, p, n);
+    };
+    o.rename = [](fuse_req_t req, fuse_ino_t p, const char* n, fuse_ino_t np, const char* nn,
+                  unsigned int f) { Self(req)->Rename(req, p, n, np, nn, f); };
+    o.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t np, const char* nn) {
+      Self(req)->Link(req, ino, np, nn);
+    };
+    o.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Self(req)->Open(req, ino, fi);
+    };
+    o.create = [](fuse_req_t req, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
+      Self(req)->Create(req, p, n, m, fi);
+    };
+    o.read = [](fuse_req_t req, fuse_ino_t ino, size_t s, off_t off, fuse_file_info* fi) {
+      Self(req)->Read(req, ino, s, off, fi);
+    };
+    o.write = [](fuse_req_t req, fuse_ino_t ino, const char* b, size_t s, off_t off,
+                 fuse_file_info* fi) { Self(req)->Write(req, ino, b, s, off, fi); };
+    o.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Self(req)->Flush(req, ino, fi);
+    };
+    o.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Self(req)->Release(req, ino, fi);
+    };
+    o.fsync = [](fuse_req_t req, fuse_ino_t ino, int d, fuse_file_info* fi) {
+      Self(req)->Fsync(req, ino, d, fi);
+    };
+    o.opendir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Self(req)->OpenDir(req, ino, fi);
+    };
+    o.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t s, off_t off, fuse_file_info* fi) {
+      Self(req)->ReadDir(req, ino, s, off, fi, false);
+    };
+    o.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t s, off_t off, fuse_file_info* fi) {
+      Self(req)->ReadDir(req, ino, s, off, fi, true);
+    };
+    o.releasedir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      Self(req)->ReleaseDir(req, ino, fi);
+    };
+    o.statfs = [](fuse_req_t req, fuse_ino_t ino) { Self(req)->StatFs(req, ino); };
+    o.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* n, const char* v, size_t s,
+                    int f) { Self(req)->SetXattr(req, ino, n, v, s, f); };
+    o.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* n, size_t s) {
+      Self(req)->GetXattr(req, ino, n, s);
+    };
+    o.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t s) {
+      Self(req)->ListXattr(req, ino, s);
+    };
+    o.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* n) {
+      Self(req)->RemoveXattr(req, ino, n);
+    };
+    return o;
+  }();
+  return &ops;
+}
+
+}  // namespace shardfs

@@ -1,0 +1,105 @@
+// ShardFs: the FUSE low-level operations of `shardfs-mount`.
+//
+// Each operation maps onto the registry's namespace (NamespaceClient) or a
+// file's data path (OpenFile), and turns a Status into an errno only here,
+// at the FUSE edge. Inode numbers are the registry's inode ids (root = 1),
+// which are never reused, so no lookup counts need to be kept. One OpenFile
+// per inode is shared by all its open handles, so a writer's later reads and
+// other handles see its unflushed writes.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "fuse/mount_options.h"
+#include "src/latency_tracker.h"
+#include "src/namespace_client.h"
+#include "src/node_client.h"
+#include "src/node_directory.h"
+#include "src/open_file.h"
+
+namespace shardfs {
+
+// Created by main before the session starts; its methods run on libfuse's
+// worker threads and are thread-safe.
+class ShardFs {
+ public:
+  ShardFs(const MountOptions& options, std::string registry_endpoint);
+  ~ShardFs();
+
+  // The operation table to hand to fuse_session_new(); userdata is `this`.
+  static const fuse_lowlevel_ops* Operations();
+
+  // Stores and commits every file with unflushed writes (unmount, SIGTERM).
+  void FlushAll();
+
+ private:
+  struct Handle;
+  struct DirListing;
+
+  // Operation handlers (one per FUSE call; see fuse_lowlevel.h).
+  void Init(fuse_conn_info* conn);
+  void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void GetAttr(fuse_req_t req, fuse_ino_t ino);
+  void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+  void Readlink(fuse_req_t req, fuse_ino_t ino);
+  void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+  void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+  void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name);
+  void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+              const char* newname, unsigned int flags);
+  void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname);
+  void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi);
+  void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+             fuse_file_info* fi);
+  void Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+               bool plus);
+  void ReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void StatFs(fuse_req_t req, fuse_ino_t ino);
+  void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags);
+  void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  void RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+
+  void ReplyEntry(fuse_req_t req, const InodeAttrs& attrs);
+  void ReplyAttr(fuse_req_t req, const InodeAttrs& attrs);
+  struct stat ToStat(const InodeAttrs& attrs) const;
+  // Opens (or shares) the OpenFile of `ino` and makes a handle for `fi`.
+  Status OpenHandle(uint64_t ino, fuse_file_info* fi, const InodeAttrs* fresh);
+  std::shared_ptr<OpenFile> FindOpenFile(uint64_t ino);
+  bool ReadOnlyReject(fuse_req_t req);
+
+  const MountOptions options_;
+  zmq::context_t context_;
+  NamespaceClient ns_;
+  NodeClient nodes_;
+  NodeDirectory directory_;
+  LatencyTracker latency_;
+  DataPath data_path_;
+
+  struct OpenInode {
+    std::shared_ptr<OpenFile> file;
+    int handles = 0;
+  };
+  std::mutex open_mu_;
+  std::map<uint64_t, OpenInode> open_files_;  // guarded by open_mu_
+  // Size and mtime each inode had when last opened here, for keep_cache.
+  std::map<uint64_t, std::pair<uint64_t, int64_t>> last_seen_;  // guarded by open_mu_
+};
+
+}  // namespace shardfs

@@ -1,0 +1,76 @@
+// shardfs-node: stores shards on this machine's disk and serves them.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "nodeserver/node_server.h"
+#include "src/byte_size.h"
+#include "src/termination_signal.h"
+
+namespace {
+
+struct Flags {
+  std::string data_dir;
+  std::string listen = "tcp://0.0.0.0:7410";
+  std::string registry;
+  std::string capacity = "0";
+  std::string cluster = "shardfs";
+  std::string log_level = "info";
+  int workers = 8;
+};
+
+void ParseFlags(int argc, char** argv, Flags* flags) {
+  CLI::App app{"shardfs-node: stores shards under --data and serves them to the cluster"};
+  app.add_option("--data", flags->data_dir, "directory holding this node's shards")->required();
+  app.add_option("--listen", flags->listen, "ZeroMQ endpoint to serve on (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--registry", flags->registry,
+                 "registry endpoint (default: $SHARDFS_REGISTRY, else listen for the beacon)")
+      ->envname("SHARDFS_REGISTRY");
+  app.add_option("--capacity", flags->capacity,
+                 "space this node offers, like 100G (0: the whole file system)")
+      ->capture_default_str();
+  app.add_option("--cluster", flags->cluster, "cluster name")->capture_default_str();
+  app.add_option("--workers", flags->workers, "disk worker threads")->capture_default_str();
+  app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace shardfs;
+  Flags flags;
+  ParseFlags(argc, argv, &flags);
+  spdlog::set_level(spdlog::level::from_str(flags.log_level));
+  BlockTerminationSignals();
+
+  auto capacity = ParseByteSize(flags.capacity);
+  if (!capacity.ok()) {
+    spdlog::error("--capacity: {}", capacity.status().message());
+    return 2;
+  }
+
+  zmq::context_t context;
+  NodeServer::Options options;
+  options.data_dir = flags.data_dir;
+  options.listen = flags.listen;
+  options.capacity_bytes = *capacity;
+  options.workers = flags.workers;
+  auto server = NodeServer::Start(context, options);
+  if (!server.ok()) {
+    spdlog::error("cannot start: {}", server.status().ToString());
+    return 1;
+  }
+  spdlog::info("node {} serving {} on {}", (*server)->node_id(), flags.data_dir,
+               (*server)->endpoint());
+
+  int sig = WaitForTerminationSignal();
+  spdlog::info("signal {}: shutting down", sig);
+  (*server)->Stop();
+  return 0;
+}

@@ -1,0 +1,48 @@
+// NodeServer: the request side of `shardfs-node`.
+//
+// Serves the node protocol (protocol/node_messages.h) from a ShardStore over
+// an RpcServer: decoding and validation on the socket thread, disk work on
+// the RpcServer's worker pool. It holds no state of its own beyond the store
+// and the node's id, so every request can run on any worker.
+#pragma once
+
+#include <zmq.hpp>
+
+#include <memory>
+#include <string>
+
+#include "src/rpc_server.h"
+#include "src/shard_store.h"
+#include "src/status.h"
+
+namespace shardfs {
+
+// Created and stopped by the main thread; its handler runs on RpcServer
+// workers and only touches the (thread-safe) ShardStore.
+class NodeServer {
+ public:
+  struct Options {
+    std::string data_dir;
+    std::string listen = "tcp://0.0.0.0:7410";
+    uint64_t capacity_bytes = 0;  // 0: the size of the data dir's file system
+    int workers = 8;
+  };
+
+  static Result<std::unique_ptr<NodeServer>> Start(zmq::context_t& context, const Options& options);
+  ~NodeServer();
+
+  void Stop();
+  const std::string& node_id() const { return node_id_; }
+  const std::string& endpoint() const { return rpc_->endpoint(); }
+  ShardStore& store() { return *store_; }
+
+ private:
+  NodeServer() = default;
+  RpcReply Handle(RpcRequest& request);
+
+  std::string node_id_;
+  std::unique_ptr<ShardStore> store_;
+  std::unique_ptr<RpcServer> rpc_;
+};
+
+}  // namespace shardfs

@@ -1,0 +1,432 @@
+#include "nodeserver/registry_namespace.h"
+
+#include <spdlog/spdlog.h>
+
+#include <ctime>
+#include <set>
+
+#include "protocol/namespace_messages.h"
+#include "src/placement.h"
+
+namespace shardfs {
+namespace {
+
+constexpr uint64_t kGenerationBlock = 4096;
+
+template <typename T>
+Result<T> Decode(const RpcRequest& request) {
+  return T::Decode(request.header.fields);
+}
+
+RpcReply AttrsReply(MessageType type, const InodeAttrs& attrs) {
+  return RpcReply::Ok(type, AttrsFields(attrs));
+}
+
+}  // namespace
+
+int64_t RealtimeNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+RegistryNamespace::RegistryNamespace(zmq::context_t& context, NamespaceDb* db,
+                                     Membership* membership, Options options)
+    : db_(db),
+      membership_(membership),
+      options_(options),
+      nodes_(context, NodeClient::Options{std::chrono::milliseconds(2000), 1,
+                                          std::chrono::milliseconds(50)}) {}
+
+RegistryNamespace::~RegistryNamespace() { Stop(); }
+
+void RegistryNamespace::Start() {
+  gc_thread_ = std::thread([this] { GarbageLoop(); });
+}
+
+void RegistryNamespace::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(gc_mu_);
+    stopping_ = true;
+  }
+  gc_cv_.notify_all();
+  if (gc_thread_.joinable()) gc_thread_.join();
+}
+
+RpcReply RegistryNamespace::Mutation(MessageType type, NamespaceOp op) {
+  auto applied = db_->Mutate(std::move(op));
+  if (!applied.ok()) return RpcReply::Error(applied.status());
+  if (applied->attrs) return AttrsReply(type, *applied->attrs);
+  return RpcReply::Ok(type);
+}
+
+RpcReply RegistryNamespace::Handle(RpcRequest& request) {
+  const MessageType type = request.type();
+  const NamespaceStore& store = db_->store();
+  switch (type) {
+    case MessageType::kLookup: {
+      auto r = Decode<NameRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto attrs = store.Lookup(r->parent, r->name);
+      if (!attrs.ok()) return RpcReply::Error(attrs.status());
+      return AttrsReply(type, *attrs);
+    }
+    case MessageType::kGetAttr: {
+      auto r = Decode<InoRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto attrs = store.GetAttr(r->ino);
+      if (!attrs.ok()) return RpcReply::Error(attrs.status());
+      return AttrsReply(type, *attrs);
+    }
+    case MessageType::kSetAttr: {
+      auto r = Decode<SetAttrRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      const int64_t now = RealtimeNs();
+      SetattrOp op;
+      op.ino = r->ino;
+      op.mask = r->mask;
+      op.mode = r->mode;
+      op.uid = r->uid;
+      op.gid = r->gid;
+      op.size = r->size;
+      op.atime_ns = r->atime_now ? now : r->atime_ns;
+      op.mtime_ns = r->mtime_now ? now : r->mtime_ns;
+      op.time_ns = now;
+      return Mutation(type, op);
+    }
+    case MessageType::kMknod:
+    case MessageType::kMkdir: {
+      auto r = Decode<MknodRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      if (type == MessageType::kMkdir || r->type == FileType::kDirectory) {
+        MkdirOp op;
+        op.parent = r->parent;
+        op.name = r->name;
+        op.mode = r->mode;
+        op.uid = r->caller.uid;
+        op.gid = r->caller.gid;
+        return Mutation(type, op);
+      }
+      MknodOp op;
+      op.parent = r->parent;
+      op.name = r->name;
+      op.type = r->type;
+      op.mode = r->mode;
+      op.uid = r->caller.uid;
+      op.gid = r->caller.gid;
+      op.rdev = r->rdev;
+      op.shard_size = r->type == FileType::kRegular
+                          ? (r->shard_size ? r->shard_size : options_.default_shard_size)
+                          : 0;
+      op.replication_goal = r->replication_goal;
+      return Mutation(type, op);
+    }
+    case MessageType::kSymlink: {
+      auto r = Decode<SymlinkRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      SymlinkOp op;
+      op.parent = r->parent;
+      op.name = r->name;
+      op.target = r->target;
+      op.uid = r->caller.uid;
+      op.gid = r->caller.gid;
+      return Mutation(type, op);
+    }
+    case MessageType::kLink: {
+      auto r = Decode<LinkRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      return Mutation(type, LinkOp{r->ino, r->new_parent, r->new_name, 0});
+    }
+    case MessageType::kUnlink: {
+      auto r = Decode<NameRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      UnlinkOp op;
+      op.parent = r->parent;
+      op.name = r->name;
+      auto applied = db_->Mutate(op);
+      if (!applied.ok()) return RpcReply::Error(applied.status());
+      return RpcReply::Ok(type);
+    }
+    case MessageType::kRmdir: {
+      auto r = Decode<NameRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto applied = db_->Mutate(RmdirOp{r->parent, r->name, 0});
+      if (!applied.ok()) return RpcReply::Error(applied.status());
+      return RpcReply::Ok(type);
+    }
+    case MessageType::kRename: {
+      auto r = Decode<RenameRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      RenameOp op;
+      op.parent = r->parent;
+      op.name = r->name;
+      op.new_parent = r->new_parent;
+      op.new_name = r->new_name;
+      op.flags = r->flags;
+      auto applied = db_->Mutate(op);
+      if (!applied.ok()) return RpcReply::Error(applied.status());
+      return RpcReply::Ok(type);
+    }
+    case MessageType::kReadlink: {
+      auto r = Decode<InoRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto target = store.ReadLink(r->ino);
+      if (!target.ok()) return RpcReply::Error(target.status());
+      return RpcReply::Ok(type, ReadlinkReply{*target}.Encode());
+    }
+    case MessageType::kReadDir: {
+      auto r = Decode<ReadDirRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto page = store.ReadDir(r->ino, r->after, r->max, r->plus);
+      if (!page.ok()) return RpcReply::Error(page.status());
+      ReadDirReply reply;
+      reply.entries = std::move(page->entries);
+      reply.more = page->more;
+      return RpcReply::Ok(type, reply.Encode());
+    }
+    case MessageType::kStatFs:
+      return StatFs();
+    case MessageType::kSetXattr: {
+      auto r = Decode<XattrRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      SetxattrOp op;
+      op.ino = r->ino;
+      op.name = r->name;
+      op.value = r->value;
+      op.flags = r->flags;
+      auto applied = db_->Mutate(op);
+      if (!applied.ok()) return RpcReply::Error(applied.status());
+      return RpcReply::Ok(type);
+    }
+    case MessageType::kGetXattr: {
+      auto r = Decode<XattrRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto value = store.GetXattr(r->ino, r->name);
+      if (!value.ok()) return RpcReply::Error(value.status());
+      return RpcReply::Ok(type, XattrValueReply{*value}.Encode());
+    }
+    case MessageType::kListXattr: {
+      auto r = Decode<InoRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto names = store.ListXattr(r->ino);
+      if (!names.ok()) return RpcReply::Error(names.status());
+      return RpcReply::Ok(type, XattrListReply{*names}.Encode());
+    }
+    case MessageType::kRemoveXattr: {
+      auto r = Decode<XattrRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto applied = db_->Mutate(RemovexattrOp{r->ino, r->name, 0});
+      if (!applied.ok()) return RpcReply::Error(applied.status());
+      return RpcReply::Ok(type);
+    }
+    case MessageType::kOpen: {
+      auto r = Decode<InoRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      Status st = db_->OpenFile(r->ino);
+      if (!st.ok()) return RpcReply::Error(st);
+      auto attrs = store.GetAttr(r->ino);
+      if (!attrs.ok()) return RpcReply::Error(attrs.status());
+      return AttrsReply(type, *attrs);
+    }
+    case MessageType::kRelease: {
+      auto r = Decode<InoRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      auto closed = db_->CloseFile(r->ino);
+      if (!closed.ok()) return RpcReply::Error(closed.status());
+      return RpcReply::Ok(type);
+    }
+    case MessageType::kAllocateShards: {
+      auto r = Decode<AllocateShardsRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      return AllocateShards(*r);
+    }
+    case MessageType::kCommitShards: {
+      auto r = Decode<CommitShardsRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      CommitShardsOp op;
+      op.ino = r->ino;
+      op.shards = std::move(r->shards);
+      op.size = r->size;
+      return Mutation(type, op);
+    }
+    case MessageType::kGetShardTable: {
+      auto r = Decode<GetShardTableRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      return GetShardTable(*r);
+    }
+    case MessageType::kSetReplicas: {
+      auto r = Decode<SetReplicasRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      return SetReplicas(*r);
+    }
+    default:
+      return RpcReply::Error(Status::Error(
+          ErrorCode::kUnknownType,
+          "message type " + std::to_string(request.header.type) + " is not a namespace request"));
+  }
+}
+
+Result<uint64_t> RegistryNamespace::NextGeneration() {
+  std::lock_guard<std::mutex> lock(generation_mu_);
+  if (next_generation_ >= generation_limit_) {
+    AllocateInodesOp op;
+    op.count = kGenerationBlock;
+    SHARDFS_ASSIGN_OR_RETURN(ApplyResult applied, db_->Mutate(op));
+    next_generation_ = applied.first_ino;
+    generation_limit_ = applied.first_ino + kGenerationBlock;
+  }
+  return next_generation_++;
+}
+
+std::vector<NodeAddress> RegistryNamespace::AddressesOf(const std::vector<std::string>& ids) {
+  ClusterMap map = membership_->Map();
+  std::vector<NodeAddress> out;
+  std::set<std::string> seen;
+  for (const auto& id : ids) {
+    if (!seen.insert(id).second) continue;
+    if (const NodeRecord* node = map.Find(id)) out.push_back({id, node->endpoint});
+  }
+  return out;
+}
+
+RpcReply RegistryNamespace::AllocateShards(const AllocateShardsRequest& request) {
+  auto attrs = db_->store().GetAttr(request.ino);
+  if (!attrs.ok()) return RpcReply::Error(attrs.status());
+  if (attrs->type != FileType::kRegular) {
+    return RpcReply::Error(Status::Error(ErrorCode::kInvalidArgument, "not a regular file"));
+  }
+  const uint32_t goal = attrs->replication_goal ? attrs->replication_goal
+                                                : options_.default_replicas;
+  const uint32_t min_replicas = std::min<uint32_t>(2, goal);
+  ClusterMap map = membership_->Map();
+  std::vector<PlacementCandidate> candidates;
+  for (const auto& node : map.nodes) {
+    if (node.state != NodeState::kUp) continue;
+    uint64_t free = node.capacity > node.used ? node.capacity - node.used : 0;
+    candidates.push_back(PlacementCandidate{node.id, node.host, free, true});
+  }
+  AllocateShardsReply reply;
+  reply.min_replicas = min_replicas;
+  std::vector<std::string> named;
+  for (uint32_t index : request.indexes) {
+    auto generation = NextGeneration();
+    if (!generation.ok()) return RpcReply::Error(generation.status());
+    ShardPlacement p;
+    p.index = index;
+    p.generation = *generation;
+    p.replicas = PlaceShard(ShardKey{request.ino, index, *generation}, candidates, goal,
+                            options_.default_shard_size);
+    if (p.replicas.size() < min_replicas) {
+      return RpcReply::Error(Status::Error(
+          ErrorCode::kUnavailable, std::to_string(p.replicas.size()) + " live nodes can take data, " +
+                                       std::to_string(min_replicas) + " needed"));
+    }
+    named.insert(named.end(), p.replicas.begin(), p.replicas.end());
+    reply.placements.push_back(std::move(p));
+  }
+  reply.nodes = AddressesOf(named);
+  return RpcReply::Ok(MessageType::kAllocateShards, reply.Encode());
+}
+
+RpcReply RegistryNamespace::GetShardTable(const GetShardTableRequest& request) {
+  auto attrs = db_->store().GetAttr(request.ino);
+  if (!attrs.ok()) return RpcReply::Error(attrs.status());
+  auto shards = db_->store().GetShards(request.ino, request.first, request.count);
+  if (!shards.ok()) return RpcReply::Error(shards.status());
+  ShardTableReply reply;
+  reply.attrs = *attrs;
+  reply.shards = std::move(*shards);
+  std::vector<std::string> named;
+  for (const auto& e : reply.shards) named.insert(named.end(), e.replicas.begin(), e.replicas.end());
+  reply.nodes = AddressesOf(named);
+  return RpcReply::Ok(MessageType::kGetShardTable, reply.Encode());
+}
+
+RpcReply RegistryNamespace::StatFs() {
+  ClusterMap map = membership_->Map();
+  StatFsReply reply;
+  for (const auto& node : map.nodes) {
+    if (node.state == NodeState::kDown) continue;
+    ++reply.live_nodes;
+    reply.total_bytes += node.capacity;
+    reply.free_bytes += node.capacity > node.used ? node.capacity - node.used : 0;
+  }
+  // Every byte is stored `replicas` times: show what a user can still write.
+  const uint64_t r = std::max<uint32_t>(1, options_.default_replicas);
+  reply.total_bytes /= r;
+  reply.free_bytes /= r;
+  reply.inodes = db_->store().Stats().inodes;
+  return RpcReply::Ok(MessageType::kStatFs, reply.Encode());
+}
+
+RpcReply RegistryNamespace::SetReplicas(const SetReplicasRequest& request) {
+  std::vector<uint64_t> pending{request.ino};
+  while (!pending.empty()) {
+    uint64_t ino = pending.back();
+    pending.pop_back();
+    auto applied = db_->Mutate(SetReplicationGoalOp{ino, request.goal, 0});
+    if (!applied.ok()) return RpcReply::Error(applied.status());
+    if (!request.recursive || !applied->attrs ||
+        applied->attrs->type != FileType::kDirectory) {
+      continue;
+    }
+    std::string after;
+    while (true) {
+      auto page = db_->store().ReadDir(ino, after, 1000, false);
+      if (!page.ok()) return RpcReply::Error(page.status());
+      for (const auto& e : page->entries) {
+        if (e.type == FileType::kRegular || e.type == FileType::kDirectory) pending.push_back(e.ino);
+      }
+      if (!page->more || page->entries.empty()) break;
+      after = page->entries.back().name;
+    }
+  }
+  return RpcReply::Ok(MessageType::kSetReplicas);
+}
+
+size_t RegistryNamespace::CollectGarbage() {
+  const int64_t cutoff =
+      RealtimeNs() - std::chrono::duration_cast<std::chrono::nanoseconds>(options_.garbage_grace)
+                         .count();
+  auto garbage = db_->store().ListGarbage(cutoff, 256);
+  if (garbage.empty()) return 0;
+  ClusterMap map = membership_->Map();
+  ForgetGarbageOp forget;
+  for (const auto& entry : garbage) {
+    bool all_deleted = true;
+    for (const auto& id : entry.replicas) {
+      const NodeRecord* node = map.Find(id);
+      // A node that is down keeps its copy for now; when it returns, its
+      // inventory is reconciled against the namespace.
+      if (node == nullptr || node->state == NodeState::kDown) {
+        if (node != nullptr) all_deleted = false;
+        continue;
+      }
+      Status st = nodes_.Delete(node->endpoint, entry.key);
+      if (!st.ok() && st.code() != ErrorCode::kNotFound) all_deleted = false;
+    }
+    if (all_deleted) forget.keys.push_back(entry.key);
+  }
+  if (forget.keys.empty()) return 0;
+  size_t n = forget.keys.size();
+  auto applied = db_->Mutate(std::move(forget));
+  if (!applied.ok()) {
+    spdlog::warn("cannot forget deleted garbage: {}", applied.status().ToString());
+    return 0;
+  }
+  return n;
+}
+
+void RegistryNamespace::GarbageLoop() {
+  std::unique_lock<std::mutex> lock(gc_mu_);
+  while (!stopping_) {
+    gc_cv_.wait_for(lock, options_.garbage_interval);
+    if (stopping_) break;
+    lock.unlock();
+    while (CollectGarbage() > 0) {
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace shardfs

@@ -1,0 +1,60 @@
+#include "src/cli/cluster_client.h"
+
+#include <sstream>
+
+#include "protocol/message_type.h"
+
+namespace shardfs {
+namespace {
+
+std::vector<std::string> SplitPath(const std::string& path) {
+  std::vector<std::string> parts;
+  std::stringstream ss(path);
+  std::string part;
+  while (std::getline(ss, part, '/')) {
+    if (!part.empty() && part != ".") parts.push_back(part);
+  }
+  return parts;
+}
+
+}  // namespace
+
+ClusterClient::ClusterClient(const std::string& registry_endpoint)
+    : registry_(context_, registry_endpoint),
+      ns_(context_, registry_endpoint),
+      nodes_(context_),
+      latency_(std::chrono::milliseconds(20), std::chrono::milliseconds(2000)) {
+  data_path_.ns = &ns_;
+  data_path_.nodes = &nodes_;
+  data_path_.directory = &directory_;
+  data_path_.latency = &latency_;
+}
+
+Result<ClusterMap> ClusterClient::Map() {
+  SHARDFS_ASSIGN_OR_RETURN(
+      RpcResponse r, registry_.Call(MessageType::kClusterMap, FieldWriter(),
+                                    std::chrono::milliseconds(5000)));
+  return ClusterMap::Decode(r.header.fields);
+}
+
+Result<InodeAttrs> ClusterClient::Resolve(const std::string& path) {
+  SHARDFS_ASSIGN_OR_RETURN(InodeAttrs attrs, ns_.GetAttr(kRootIno));
+  for (const auto& part : SplitPath(path)) {
+    if (part == "..") return Status::Error(ErrorCode::kInvalidArgument, "'..' in a cluster path");
+    SHARDFS_ASSIGN_OR_RETURN(attrs, ns_.Lookup(attrs.ino, part));
+  }
+  return attrs;
+}
+
+Result<std::pair<InodeAttrs, std::string>> ClusterClient::ResolveParent(const std::string& path) {
+  auto parts = SplitPath(path);
+  if (parts.empty()) return Status::Error(ErrorCode::kInvalidArgument, "path names the root");
+  std::string last = parts.back();
+  parts.pop_back();
+  std::string parent;
+  for (const auto& p : parts) parent += "/" + p;
+  SHARDFS_ASSIGN_OR_RETURN(InodeAttrs dir, Resolve(parent));
+  return std::make_pair(dir, last);
+}
+
+}  // namespace shardfs

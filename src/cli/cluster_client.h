@@ -1,0 +1,47 @@
+// ClusterClient: everything the `shardfs` CLI needs to talk to a cluster.
+//
+// Bundles the registry connection (namespace and membership) and the data
+// path, and resolves slash-separated paths inside the cluster to inodes, so
+// each CLI command is a few lines on top of it.
+#pragma once
+
+#include <zmq.hpp>
+
+#include <memory>
+#include <string>
+
+#include "src/cluster_map.h"
+#include "src/latency_tracker.h"
+#include "src/namespace_client.h"
+#include "src/node_client.h"
+#include "src/node_directory.h"
+#include "src/open_file.h"
+#include "src/rpc_channel.h"
+
+namespace shardfs {
+
+// Used by the CLI's main thread only.
+class ClusterClient {
+ public:
+  explicit ClusterClient(const std::string& registry_endpoint);
+
+  NamespaceClient& ns() { return ns_; }
+  DataPath& data_path() { return data_path_; }
+  Result<ClusterMap> Map();
+
+  // "/a/b/c" (or "a/b/c") to the attributes of what it names.
+  Result<InodeAttrs> Resolve(const std::string& path);
+  // The parent directory's attributes and the last component.
+  Result<std::pair<InodeAttrs, std::string>> ResolveParent(const std::string& path);
+
+ private:
+  zmq::context_t context_;
+  RpcChannel registry_;
+  NamespaceClient ns_;
+  NodeClient nodes_;
+  NodeDirectory directory_;
+  LatencyTracker latency_;
+  DataPath data_path_;
+};
+
+}  // namespace shardfs

@@ -1,0 +1,160 @@
+#include "src/namespace_client.h"
+
+#include <thread>
+
+namespace shardfs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Status StatusOf(const Result<RpcResponse>& r) { return r.ok() ? Status::Ok() : r.status(); }
+
+}  // namespace
+
+NamespaceClient::NamespaceClient(zmq::context_t& context, std::string registry_endpoint,
+                                 Options options)
+    : channel_(context, std::move(registry_endpoint)), options_(options) {}
+
+Result<RpcResponse> NamespaceClient::Read(MessageType type, const FieldWriter& fields) {
+  const auto deadline = Clock::now() + options_.budget;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    auto r = channel_.Call(type, fields, std::min(left, options_.attempt_timeout));
+    if (r.ok()) return r;
+    ErrorCode code = r.status().code();
+    bool transient = code == ErrorCode::kTimeout || code == ErrorCode::kUnavailable ||
+                     code == ErrorCode::kBusy;
+    if (!transient || Clock::now() + std::chrono::milliseconds(100) >= deadline) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+Result<RpcResponse> NamespaceClient::Mutate(MessageType type, const FieldWriter& fields) {
+  const auto deadline = Clock::now() + options_.budget;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    auto r = channel_.Call(type, fields, std::min(left, options_.attempt_timeout));
+    if (r.ok()) return r;
+    // kUnavailable: never sent, so never applied: safe to send again.
+    ErrorCode code = r.status().code();
+    bool unsent = code == ErrorCode::kUnavailable || code == ErrorCode::kBusy;
+    if (!unsent || Clock::now() + std::chrono::milliseconds(100) >= deadline) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+Result<InodeAttrs> NamespaceClient::AttrsOf(Result<RpcResponse> response) {
+  if (!response.ok()) return response.status();
+  return DecodeAttrs(response->header.fields);
+}
+
+Result<InodeAttrs> NamespaceClient::Lookup(uint64_t parent, const std::string& name) {
+  return AttrsOf(Read(MessageType::kLookup, NameRequest{parent, name}.Encode()));
+}
+
+Result<InodeAttrs> NamespaceClient::GetAttr(uint64_t ino) {
+  return AttrsOf(Read(MessageType::kGetAttr, InoRequest{ino}.Encode()));
+}
+
+Result<InodeAttrs> NamespaceClient::SetAttr(const SetAttrRequest& request) {
+  return AttrsOf(Mutate(MessageType::kSetAttr, request.Encode()));
+}
+
+Result<InodeAttrs> NamespaceClient::Mknod(const MknodRequest& request) {
+  return AttrsOf(Mutate(MessageType::kMknod, request.Encode()));
+}
+
+Result<InodeAttrs> NamespaceClient::Mkdir(const MknodRequest& request) {
+  return AttrsOf(Mutate(MessageType::kMkdir, request.Encode()));
+}
+
+Result<InodeAttrs> NamespaceClient::Symlink(const SymlinkRequest& request) {
+  return AttrsOf(Mutate(MessageType::kSymlink, request.Encode()));
+}
+
+Result<InodeAttrs> NamespaceClient::Link(uint64_t ino, uint64_t new_parent,
+                                         const std::string& new_name) {
+  return AttrsOf(Mutate(MessageType::kLink, LinkRequest{ino, new_parent, new_name}.Encode()));
+}
+
+Status NamespaceClient::Unlink(uint64_t parent, const std::string& name) {
+  return StatusOf(Mutate(MessageType::kUnlink, NameRequest{parent, name}.Encode()));
+}
+
+Status NamespaceClient::Rmdir(uint64_t parent, const std::string& name) {
+  return StatusOf(Mutate(MessageType::kRmdir, NameRequest{parent, name}.Encode()));
+}
+
+Status NamespaceClient::Rename(const RenameRequest& request) {
+  return StatusOf(Mutate(MessageType::kRename, request.Encode()));
+}
+
+Result<std::string> NamespaceClient::Readlink(uint64_t ino) {
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Read(MessageType::kReadlink, InoRequest{ino}.Encode()));
+  SHARDFS_ASSIGN_OR_RETURN(ReadlinkReply reply, ReadlinkReply::Decode(r.header.fields));
+  return reply.target;
+}
+
+Result<ReadDirReply> NamespaceClient::ReadDir(const ReadDirRequest& request) {
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Read(MessageType::kReadDir, request.Encode()));
+  return ReadDirReply::Decode(r.header.fields);
+}
+
+Result<StatFsReply> NamespaceClient::StatFs() {
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Read(MessageType::kStatFs, FieldWriter()));
+  return StatFsReply::Decode(r.header.fields);
+}
+
+Status NamespaceClient::SetXattr(uint64_t ino, const std::string& name, const std::string& value,
+                                 uint32_t flags) {
+  return StatusOf(
+      Mutate(MessageType::kSetXattr, XattrRequest{ino, name, value, flags}.Encode()));
+}
+
+Result<std::string> NamespaceClient::GetXattr(uint64_t ino, const std::string& name) {
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r,
+                           Read(MessageType::kGetXattr, XattrRequest{ino, name, "", 0}.Encode()));
+  SHARDFS_ASSIGN_OR_RETURN(XattrValueReply reply, XattrValueReply::Decode(r.header.fields));
+  return reply.value;
+}
+
+Result<std::vector<std::string>> NamespaceClient::ListXattr(uint64_t ino) {
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Read(MessageType::kListXattr, InoRequest{ino}.Encode()));
+  SHARDFS_ASSIGN_OR_RETURN(XattrListReply reply, XattrListReply::Decode(r.header.fields));
+  return reply.names;
+}
+
+Status NamespaceClient::RemoveXattr(uint64_t ino, const std::string& name) {
+  return StatusOf(Mutate(MessageType::kRemoveXattr, XattrRequest{ino, name, "", 0}.Encode()));
+}
+
+Result<InodeAttrs> NamespaceClient::Open(uint64_t ino) {
+  return AttrsOf(Mutate(MessageType::kOpen, InoRequest{ino}.Encode()));
+}
+
+Status NamespaceClient::Release(uint64_t ino) {
+  return StatusOf(Mutate(MessageType::kRelease, InoRequest{ino}.Encode()));
+}
+
+Result<AllocateShardsReply> NamespaceClient::AllocateShards(const AllocateShardsRequest& request) {
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Mutate(MessageType::kAllocateShards, request.Encode()));
+  return AllocateShardsReply::Decode(r.header.fields);
+}
+
+Result<InodeAttrs> NamespaceClient::CommitShards(const CommitShardsRequest& request) {
+  return AttrsOf(Mutate(MessageType::kCommitShards, request.Encode()));
+}
+
+Result<ShardTableReply> NamespaceClient::GetShardTable(uint64_t ino, uint32_t first,
+                                                       uint32_t count) {
+  SHARDFS_ASSIGN_OR_RETURN(
+      RpcResponse r,
+      Read(MessageType::kGetShardTable, GetShardTableRequest{ino, first, count}.Encode()));
+  return ShardTableReply::Decode(r.header.fields);
+}
+
+Status NamespaceClient::SetReplicas(const SetReplicasRequest& request) {
+  return StatusOf(Mutate(MessageType::kSetReplicas, request.Encode()));
+}
+
+}  // namespace shardfs

@@ -1,0 +1,70 @@
+// NamespaceClient: a mount's (or the CLI's) calls to the registry's namespace.
+//
+// One typed method per namespace message. Every call has a deadline; reads
+// are retried while the registry is unreachable, up to `read_budget`, so a
+// registry restart is ridden out; mutations are retried only when they were
+// never sent (a lost reply cannot tell whether the change happened).
+#pragma once
+
+#include <zmq.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "protocol/namespace_messages.h"
+#include "src/rpc_channel.h"
+#include "src/status.h"
+
+namespace shardfs {
+
+// Thread-safe; owned by the mount's main object and shared by FUSE threads.
+class NamespaceClient {
+ public:
+  struct Options {
+    std::chrono::milliseconds attempt_timeout{4000};
+    // Total time a call may spend before it fails (the mount's no-hang bound).
+    std::chrono::milliseconds budget{12000};
+  };
+
+  NamespaceClient(zmq::context_t& context, std::string registry_endpoint, Options options);
+  NamespaceClient(zmq::context_t& context, std::string registry_endpoint)
+      : NamespaceClient(context, std::move(registry_endpoint), Options()) {}
+
+  const std::string& endpoint() const { return channel_.endpoint(); }
+
+  Result<InodeAttrs> Lookup(uint64_t parent, const std::string& name);
+  Result<InodeAttrs> GetAttr(uint64_t ino);
+  Result<InodeAttrs> SetAttr(const SetAttrRequest& request);
+  Result<InodeAttrs> Mknod(const MknodRequest& request);
+  Result<InodeAttrs> Mkdir(const MknodRequest& request);
+  Result<InodeAttrs> Symlink(const SymlinkRequest& request);
+  Result<InodeAttrs> Link(uint64_t ino, uint64_t new_parent, const std::string& new_name);
+  Status Unlink(uint64_t parent, const std::string& name);
+  Status Rmdir(uint64_t parent, const std::string& name);
+  Status Rename(const RenameRequest& request);
+  Result<std::string> Readlink(uint64_t ino);
+  Result<ReadDirReply> ReadDir(const ReadDirRequest& request);
+  Result<StatFsReply> StatFs();
+  Status SetXattr(uint64_t ino, const std::string& name, const std::string& value, uint32_t flags);
+  Result<std::string> GetXattr(uint64_t ino, const std::string& name);
+  Result<std::vector<std::string>> ListXattr(uint64_t ino);
+  Status RemoveXattr(uint64_t ino, const std::string& name);
+  // Open/Release keep an unlinked file's data alive while it is open here.
+  Result<InodeAttrs> Open(uint64_t ino);
+  Status Release(uint64_t ino);
+  Result<AllocateShardsReply> AllocateShards(const AllocateShardsRequest& request);
+  Result<InodeAttrs> CommitShards(const CommitShardsRequest& request);
+  Result<ShardTableReply> GetShardTable(uint64_t ino, uint32_t first, uint32_t count);
+  Status SetReplicas(const SetReplicasRequest& request);
+
+ private:
+  Result<RpcResponse> Read(MessageType type, const FieldWriter& fields);
+  Result<RpcResponse> Mutate(MessageType type, const FieldWriter& fields);
+  Result<InodeAttrs> AttrsOf(Result<RpcResponse> response);
+
+  RpcChannel channel_;
+  const Options options_;
+};
+
+}  // namespace shardfs

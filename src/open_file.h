@@ -1,0 +1,105 @@
+// OpenFile: the data path of one file open in a client (mount or CLI).
+//
+// Holds the file's shard table as fetched at open (close-to-open
+// consistency: every open starts from the registry's current table) and the
+// bytes written since, per shard, as sorted byte ranges. Reads overlay those
+// ranges on what the nodes hold, so a writer reads its own writes. A shard is
+// stored when it is complete, when dirty bytes pass a limit, or at Flush():
+// as a new generation, sent to its replicas in parallel; a partly rewritten
+// shard is sent as patches against the old generation, which each replica
+// copies locally, so unchanged bytes never cross the network. Flush() then
+// commits the new generations and size at the registry in one step, the
+// moment the change becomes visible to other clients.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "src/latency_tracker.h"
+#include "src/namespace_client.h"
+#include "src/node_client.h"
+#include "src/node_directory.h"
+#include "src/status.h"
+
+namespace shardfs {
+
+// What every open file of one client shares. Owned by the client's main
+// object; all members are thread-safe.
+struct DataPath {
+  NamespaceClient* ns = nullptr;
+  NodeClient* nodes = nullptr;
+  NodeDirectory* directory = nullptr;
+  LatencyTracker* latency = nullptr;
+  // Past this many buffered bytes in one file, its dirty shards are stored.
+  uint64_t max_dirty_bytes = 64ull << 20;
+};
+
+// Byte ranges written into one shard and not yet stored: offset -> bytes,
+// non-overlapping and not touching (touching ranges are merged).
+class DirtyRanges {
+ public:
+  void Write(uint64_t offset, std::string_view data);
+  // Forgets everything at or past `length`.
+  void Truncate(uint64_t length);
+  // True when [0, length) is entirely written.
+  bool Covers(uint64_t length) const;
+  // Copies the written parts of [offset, offset + out.size()) into `out`.
+  void Overlay(uint64_t offset, std::span<char> out) const;
+  uint64_t bytes() const { return bytes_; }
+  bool empty() const { return ranges_.empty(); }
+  const std::map<uint64_t, std::string>& ranges() const { return ranges_; }
+  std::map<uint64_t, std::string>& mutable_ranges() { return ranges_; }
+
+ private:
+  std::map<uint64_t, std::string> ranges_;
+  uint64_t bytes_ = 0;
+};
+
+// Thread-safe: reads share a lock, writes and flushes take it exclusively.
+// One OpenFile per inode per client, shared by all its open handles.
+class OpenFile {
+ public:
+  static Result<std::shared_ptr<OpenFile>> Load(DataPath& data_path, uint64_t ino);
+
+  // Reads up to `length` bytes at `offset` (fewer at the end of the file).
+  Result<std::string> Read(uint64_t offset, uint64_t length);
+  Status Write(uint64_t offset, std::string_view data);
+  // Stores every dirty shard (fsync'd on the nodes when `sync`) and commits.
+  Status Flush(bool sync);
+  // Flushes, then sets the size at the registry and reloads the table.
+  Status Truncate(uint64_t size);
+  // Reloads attributes and table from the registry, if nothing is dirty.
+  Status Refresh();
+
+  uint64_t ino() const { return ino_; }
+  InodeAttrs attrs() const;
+  bool dirty() const;
+
+ private:
+  OpenFile(DataPath& data_path, uint64_t ino) : dp_(data_path), ino_(ino) {}
+  Status LoadLocked();
+  Status StoreShardLocked(uint32_t index, bool sync);
+  Status StoreFullLocked(uint32_t index, std::string data, bool sync);
+  Status StoreAllLocked(bool sync);
+  Status CommitLocked();
+  Status ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out);
+  uint64_t ShardSize() const { return attrs_.shard_size ? attrs_.shard_size : kDefaultShardSize; }
+
+  DataPath& dp_;
+  const uint64_t ino_;
+  mutable std::shared_mutex mu_;
+  InodeAttrs attrs_;                       // guarded by mu_; size includes unflushed writes
+  std::map<uint32_t, ShardEntry> table_;   // guarded by mu_; committed or stored entries
+  std::map<uint32_t, DirtyRanges> dirty_;  // guarded by mu_
+  std::map<uint32_t, ShardEntry> stored_;  // guarded by mu_; stored, not yet committed
+  uint64_t dirty_bytes_ = 0;               // guarded by mu_
+  bool size_changed_ = false;              // guarded by mu_
+};
+
+}  // namespace shardfs
