@@ -4,6 +4,7 @@
 
 #include "nodeserver/node_server.h"
 #include "src/byte_size.h"
+#include "src/registry_link.h"
 #include "src/termination_signal.h"
 
 namespace {
@@ -15,6 +16,7 @@ struct Flags {
   std::string capacity = "0";
   std::string cluster = "shardfs";
   std::string log_level = "info";
+  int beacon_port = 7400;
   int workers = 8;
 };
 
@@ -30,6 +32,8 @@ void ParseFlags(int argc, char** argv, Flags* flags) {
                  "space this node offers, like 100G (0: the whole file system)")
       ->capture_default_str();
   app.add_option("--cluster", flags->cluster, "cluster name")->capture_default_str();
+  app.add_option("--beacon-port", flags->beacon_port, "UDP port to listen for the beacon on")
+      ->capture_default_str();
   app.add_option("--workers", flags->workers, "disk worker threads")->capture_default_str();
   app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
@@ -69,8 +73,31 @@ int main(int argc, char** argv) {
   spdlog::info("node {} serving {} on {}", (*server)->node_id(), flags.data_dir,
                (*server)->endpoint());
 
+  // Joins the cluster and heartbeats from its own thread; a registry that is
+  // away only delays that, the node serves reads meanwhile.
+  RegistryLink::Options link_options;
+  link_options.registry_endpoint = flags.registry;
+  link_options.cluster = flags.cluster;
+  link_options.beacon_port = static_cast<uint16_t>(flags.beacon_port);
+  NodeServer* node = server->get();
+  RegistryLink link(context, link_options, [node] {
+    StoreUsage usage = node->store().Usage();
+    RegistryLink::NodeReport report;
+    report.node_id = node->node_id();
+    report.endpoint = node->endpoint();
+    report.capacity = usage.capacity_bytes;
+    report.used = usage.used_bytes;
+    report.shard_count = usage.shard_count;
+    return report;
+  });
+  if (Status st = link.Start(); !st.ok()) {
+    spdlog::error("cannot join the cluster: {}", st.ToString());
+    return 1;
+  }
+
   int sig = WaitForTerminationSignal();
   spdlog::info("signal {}: shutting down", sig);
+  link.Stop();
   (*server)->Stop();
   return 0;
 }

@@ -16,7 +16,9 @@
 #include <filesystem>
 #include <string>
 
+#include "nodeserver/registry_namespace.h"
 #include "nodeserver/registry_server.h"
+#include "src/namespace_db.h"
 #include "src/byte_size.h"
 #include "src/termination_signal.h"
 #include "src/unique_fd.h"
@@ -33,6 +35,7 @@ struct RegistryFlags {
   uint32_t replicas = 3;
   std::string shard_size = "4M";
   double down_after_seconds = 5.0;
+  double garbage_grace_seconds = 30.0;
   std::string log_level = "info";
 };
 
@@ -68,6 +71,11 @@ void DefineFlags(CLI::App& app, RegistryFlags& f) {
                  "Seconds of silence after which a node is marked down")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--gc-grace", f.garbage_grace_seconds,
+                 "Seconds a replaced or deleted shard generation stays on the nodes, so "
+                 "readers holding the old shard table can finish")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -134,13 +142,27 @@ int main(int argc, char** argv) {
   auto meta_lock = TakeMetaDir(flags.meta);
   if (!meta_lock.ok()) return Fail(meta_lock.status());
 
+  auto db = NamespaceDb::Open(flags.meta);
+  if (!db.ok()) return Fail(db.status());
+
   zmq::context_t context;
   RegistryServer server(context, ServerOptions(flags));
+  RegistryNamespace::Options ns_options;
+  ns_options.default_replicas = flags.replicas;
+  ns_options.default_shard_size = static_cast<uint32_t>(ParseByteSize(flags.shard_size).value());
+  ns_options.garbage_grace =
+      std::chrono::milliseconds(static_cast<int64_t>(flags.garbage_grace_seconds * 1000));
+  RegistryNamespace namespace_service(context, db->get(), &server.membership(), ns_options);
+  server.SetNamespaceService(&namespace_service);
   if (Status st = server.Start(); !st.ok()) return Fail(st);
+  namespace_service.Start();
+  spdlog::info("registry: serving {} ({} inodes)", server.endpoint(),
+               (*db)->store().Stats().inodes);
 
   int sig = WaitForTerminationSignal();
   spdlog::info("registry: {} received, shutting down", strsignal(sig));
   server.Stop();
+  namespace_service.Stop();
   spdlog::info("registry: stopped");
   return 0;
 }
