@@ -35,6 +35,7 @@ class FuseSession {
     fuse_session_destroy(session_);
   }
   bool ok() const { return session_ != nullptr; }
+  fuse_session* get() const { return session_; }
   bool Mount(const std::string& mountpoint) {
     mounted_ = fuse_session_mount(session_, mountpoint.c_str()) == 0;
     return mounted_;
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
   ShardFs fs(*options, options->registry);
   FuseSession session(*options, &fs);
   if (!session.ok() || !session.Mount(options->mountpoint)) return 1;
+  fs.set_session(session.get());
   if (fuse_daemonize(options->foreground ? 1 : 0) != 0) return 1;
   if (!session.InstallSignalHandlers()) return 1;
   spdlog::info("mounted the cluster at {} (registry {})", options->mountpoint, options->registry);

@@ -104,9 +104,12 @@ struct stat ShardFs::ToStat(const InodeAttrs& a) const {
   st.st_size = static_cast<off_t>(a.size);
   st.st_rdev = a.rdev;
   st.st_blksize = 1 << 20;
+  // Directories have no byte size of their own; report one block, as local
+  // file systems do, so tools that add up sizes see familiar numbers.
+  if (a.type == FileType::kDirectory) st.st_size = 4096;
   // Blocks in use: what a sparse file really stores is not known here, so
-  // report the size (rounded up), as most network file systems do.
-  st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  // report the size rounded up to 4 KiB blocks, as a local disk would.
+  st.st_blocks = static_cast<blkcnt_t>((static_cast<uint64_t>(st.st_size) + 4095) / 4096 * 8);
   st.st_atim = ToTimespec(a.atime_ns);
   st.st_mtim = ToTimespec(a.mtime_ns);
   st.st_ctim = ToTimespec(a.ctime_ns);
@@ -294,6 +297,7 @@ Status ShardFs::OpenHandle(uint64_t ino, fuse_file_info* fi, const InodeAttrs* f
   (void)fresh;
   InodeAttrs attrs = file->attrs();
   auto* handle = new Handle{ino, nullptr};
+  bool changed = false;
   {
     std::lock_guard<std::mutex> lock(open_mu_);
     auto& open = open_files_[ino];
@@ -305,8 +309,13 @@ Status ShardFs::OpenHandle(uint64_t ino, fuse_file_info* fi, const InodeAttrs* f
     // read: same size and mtime as at our last open.
     fi->keep_cache = seen != last_seen_.end() && seen->second.first == attrs.size &&
                      seen->second.second == attrs.mtime_ns;
+    changed = seen != last_seen_.end() && !fi->keep_cache;
     last_seen_[ino] = {attrs.size, attrs.mtime_ns};
   }
+  // Close-to-open: another client changed the file since the kernel cached
+  // its attributes, so drop them too (a stale, larger size would make the
+  // kernel pad the new contents with zeros).
+  if (changed && session_ != nullptr) fuse_lowlevel_notify_inval_inode(session_, ino, 0, 0);
   fi->fh = reinterpret_cast<uint64_t>(handle);
   return Status::Ok();
 }
@@ -318,6 +327,11 @@ void ShardFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto attrs = ns_.Open(ino);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   Status st = OpenHandle(ino, fi, &*attrs);
+  if (st.ok() && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+    // With atomic_o_trunc the kernel leaves O_TRUNC to us.
+    st = reinterpret_cast<Handle*>(fi->fh)->file->Truncate(0);
+    if (!st.ok()) (void)CloseHandle(ino, fi);
+  }
   if (!st.ok()) {
     (void)ns_.Release(ino);
     return ReplyStatus(req, st);
@@ -380,18 +394,22 @@ void ShardFs::Fsync(fuse_req_t req, fuse_ino_t /*ino*/, int /*datasync*/, fuse_f
   ReplyStatus(req, handle->file->Flush(true));
 }
 
-void ShardFs::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+Status ShardFs::CloseHandle(uint64_t ino, fuse_file_info* fi) {
   std::unique_ptr<Handle> handle(reinterpret_cast<Handle*>(fi->fh));
+  fi->fh = 0;
   Status st = handle->file->Flush(false);
-  if (!st.ok()) spdlog::error("release of inode {}: {}", ino, st.ToString());
-  {
-    std::lock_guard<std::mutex> lock(open_mu_);
-    auto it = open_files_.find(ino);
-    if (it != open_files_.end() && --it->second.handles == 0) {
-      // Keep the OpenFile while unflushed data remains (a failed flush).
-      if (!it->second.file->dirty()) open_files_.erase(it);
-    }
+  std::lock_guard<std::mutex> lock(open_mu_);
+  auto it = open_files_.find(ino);
+  if (it != open_files_.end() && --it->second.handles == 0) {
+    // Keep the OpenFile while unflushed data remains (a failed flush).
+    if (!it->second.file->dirty()) open_files_.erase(it);
   }
+  return st;
+}
+
+void ShardFs::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Status st = CloseHandle(ino, fi);
+  if (!st.ok()) spdlog::error("release of inode {}: {}", ino, st.ToString());
   Status released = ns_.Release(ino);
   if (!released.ok()) spdlog::warn("release of inode {}: {}", ino, released.ToString());
   fuse_reply_err(req, 0);

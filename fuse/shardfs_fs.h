@@ -37,6 +37,8 @@ class ShardFs {
 
   // Stores and commits every file with unflushed writes (unmount, SIGTERM).
   void FlushAll();
+  // The session, for cache invalidations; set before the loop starts.
+  void set_session(fuse_session* session) { session_ = session; }
 
  private:
   struct Handle;
@@ -81,10 +83,13 @@ class ShardFs {
   struct stat ToStat(const InodeAttrs& attrs) const;
   // Opens (or shares) the OpenFile of `ino` and makes a handle for `fi`.
   Status OpenHandle(uint64_t ino, fuse_file_info* fi, const InodeAttrs* fresh);
+  // Drops a handle made by OpenHandle, flushing what it wrote.
+  Status CloseHandle(uint64_t ino, fuse_file_info* fi);
   std::shared_ptr<OpenFile> FindOpenFile(uint64_t ino);
   bool ReadOnlyReject(fuse_req_t req);
 
   const MountOptions options_;
+  fuse_session* session_ = nullptr;
   zmq::context_t context_;
   NamespaceClient ns_;
   NodeClient nodes_;

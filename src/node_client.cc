@@ -144,7 +144,12 @@ std::vector<Status> NodeClient::PutToAll(const std::vector<std::string>& endpoin
     for (size_t k = 0; k < pending.size(); ++k) {
       size_t i = pending[k];
       out[i] = results[k].ok() ? Status::Ok() : results[k].status();
-      if (!results[k].ok() && IsRetryable(results[k].status())) again.push_back(i);
+      // A node that did not even connect is not asked again: the write goes
+      // on with the replicas that work, or fails for want of them.
+      if (!results[k].ok() && IsRetryable(results[k].status()) &&
+          results[k].status().code() != ErrorCode::kUnavailable) {
+        again.push_back(i);
+      }
     }
     pending = std::move(again);
   }

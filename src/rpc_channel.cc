@@ -6,6 +6,7 @@ namespace shardfs {
 namespace {
 
 constexpr size_t kMaxIdleSockets = 64;
+constexpr std::chrono::milliseconds kConnectTimeout{1000};
 
 using Clock = std::chrono::steady_clock;
 
@@ -141,9 +142,24 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
   size_t finished = 0;
   size_t in_progress = 0;
 
+  // A server that has not even accepted a connection within this long is
+  // taken for dead: its call fails now instead of holding up the batch.
+  const auto connect_timeout = std::min(timeout, kConnectTimeout);
+  std::vector<Clock::time_point> started_at(n);
   while (finished < n && succeeded < enough) {
     auto now = Clock::now();
     if (now >= deadline) break;
+    for (size_t i = 0; i < n; ++i) {
+      if (started[i] && !sent[i] && !flights[i].done && now - started_at[i] >= connect_timeout) {
+        flights[i].done = true;
+        flights[i].socket.reset();
+        ++finished;
+        --in_progress;
+        results[i] = Result<RpcResponse>(Status::Error(
+            ErrorCode::kUnavailable, "cannot connect to " + calls[i].channel->endpoint()));
+      }
+    }
+    if (finished >= n) break;
     // Start the calls whose time has come, or the next one when nothing else
     // is still going.
     auto next_start = deadline;
@@ -154,6 +170,7 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
         ++in_progress;
         flights[i].socket = calls[i].channel->Borrow();
         flights[i].request_id = NextRequestId();
+        started_at[i] = now;
       } else {
         next_start = std::min(next_start, begin + calls[i].start_after);
       }
@@ -169,6 +186,11 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
       index.push_back(i);
     }
     auto wake = std::min(deadline, next_start);
+    for (size_t i = 0; i < n; ++i) {
+      if (started[i] && !sent[i] && !flights[i].done) {
+        wake = std::min(wake, started_at[i] + connect_timeout);
+      }
+    }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
     try {
       zmq::poll(items.data(), items.size(), std::max(left, std::chrono::milliseconds(1)));

@@ -1,0 +1,352 @@
+// The cluster as an ordinary directory: real daemons, a real FUSE mount, and
+// the tools people use on it (cp, tar, git, dd, fio, ...).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+
+#include "tests/integration/test_cluster.h"
+
+namespace shardfs {
+namespace {
+
+// Every FUSE test must run in CI: a machine without /dev/fuse is a failure
+// there, and a skip only on a developer's machine.
+bool FuseAvailable() { return access("/dev/fuse", R_OK | W_OK) == 0; }
+bool InCi() { return std::getenv("CI") != nullptr; }
+
+class MountTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!FuseAvailable()) {
+      if (InCi()) FAIL() << "/dev/fuse is not usable";
+      GTEST_SKIP() << "/dev/fuse is not usable";
+    }
+    cluster_ = std::make_unique<TestCluster>(ClusterOptions());
+    Status st = cluster_->Start();
+    ASSERT_TRUE(st.ok()) << st.ToString() << cluster_->Logs();
+    mount_ = std::make_unique<TestMount>(*cluster_, cluster_->dir() + "/mnt");
+    st = mount_->Mount();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    m_ = mount_->path();
+  }
+  void TearDown() override {
+    if (HasFailure() && cluster_) {
+      std::printf("%s\n--- mount\n%s\n", cluster_->Logs().c_str(),
+                  mount_ ? mount_->Log().c_str() : "");
+    }
+    mount_.reset();
+    cluster_.reset();
+  }
+  virtual TestCluster::Options ClusterOptions() { return TestCluster::Options(); }
+
+  std::unique_ptr<TestCluster> cluster_;
+  std::unique_ptr<TestMount> mount_;
+  std::string m_;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&s[i], &v, 8);
+  }
+  for (size_t i = n - n % 8; i < n; ++i) s[i] = static_cast<char>(rng());
+  return s;
+}
+
+// The same shell script run in a local directory and in the mount must leave
+// the same tree behind: the mount behaves like a local file system for the
+// everyday tools.
+TEST_F(MountTest, EverydayToolsBehaveAsOnALocalDisk) {
+  TempDir local("shardfs-local");
+  const std::string script = R"SH(
+set -e
+echo hello > a.txt
+echo world >> a.txt
+cat a.txt > b.txt
+mkdir -p dir/sub/deeper
+cp a.txt dir/sub/deeper/c.txt
+mv b.txt dir/moved.txt
+ln dir/moved.txt hard.txt
+ln -s dir/moved.txt soft.txt
+cat soft.txt >> a.txt
+chmod 640 a.txt
+chmod 755 dir/sub
+touch -d '2001-02-03 04:05:06' dir/moved.txt
+head -c 3000000 /dev/zero | tr '\0' 'x' > big.txt
+truncate -s 1000 big.txt
+truncate -s 9000000 big.txt
+seq 100000 | head -c 10000 > patch.bin
+cp patch.bin dd.bin
+dd if=/dev/zero of=dd.bin bs=1k seek=5000 count=3 conv=notrunc 2>/dev/null
+dd if=patch.bin of=dd.bin bs=512 seek=3 count=2 conv=notrunc 2>/dev/null
+for i in $(seq 1 50); do echo "line $i" >> appended.txt; done
+mkdir tarsrc && cp a.txt dd.bin tarsrc/ && tar cf t.tar tarsrc && mkdir untar && tar xf t.tar -C untar && rm t.tar
+rm -r tarsrc
+mkdir gone && touch gone/x gone/y && rm -r gone
+git init -q repo
+cd repo
+cp ../a.txt ../dd.bin .
+git add a.txt dd.bin
+git -c user.name=t -c user.email=t@t commit -qm first
+echo change >> a.txt
+git -c user.name=t -c user.email=t@t commit -qam second
+git log --format=%s > ../gitlog.txt
+git fsck >/dev/null 2>&1
+cd ..
+rm -rf repo/.git/hooks
+ls -l --time-style=+ dir hard.txt soft.txt | awk '{print $1, $2, $5, $6, $7}' > listing.txt
+)SH";
+  WriteFile(local.path() + "/../script-" + std::to_string(getpid()) + ".sh", script);
+  const std::string script_path = local.path() + "/../script-" + std::to_string(getpid()) + ".sh";
+  std::string out;
+  ASSERT_EQ(Sh("cd " + local.path() + " && bash " + script_path, &out), 0) << out;
+  ASSERT_EQ(Sh("cd " + m_ + " && bash " + script_path, &out), 0) << out;
+  std::remove(script_path.c_str());
+  // .git holds index files with inode numbers and times: compare the rest.
+  EXPECT_EQ(Sh("diff -r --no-dereference -x .git " + local.path() + " " + m_, &out), 0) << out;
+  EXPECT_EQ(ReadFile(m_ + "/gitlog.txt"), "second\nfirst\n");
+  EXPECT_EQ(ReadFile(m_ + "/listing.txt"), ReadFile(local.path() + "/listing.txt"));
+  struct stat st;
+  ASSERT_EQ(stat((m_ + "/dir/moved.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 2u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 981173106);  // 2001-02-03 04:05:06 UTC
+  ASSERT_EQ(stat((m_ + "/big.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 9000000);
+  ASSERT_EQ(stat((m_ + "/a.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+}
+
+TEST_F(MountTest, CopyATreeOf2000FilesInAndOut) {
+  TempDir src("shardfs-tree");
+  // Mostly small files, some across shard boundaries, a few large: 0 B to 50 MiB.
+  std::mt19937 rng(42);
+  size_t total = 0;
+  for (int i = 0; i < 2000; ++i) {
+    std::string dir = src.path() + "/d" + std::to_string(i % 40);
+    ::mkdir(dir.c_str(), 0755);
+    size_t size;
+    if (i < 4) {
+      size = std::vector<size_t>{50u << 20, 20u << 20, (8u << 20) + 1, 4u << 20}[i];
+    } else if (i % 100 == 0) {
+      size = rng() % (6u << 20);
+    } else if (i % 10 == 0) {
+      size = 0;
+    } else {
+      size = rng() % 20000;
+    }
+    total += size;
+    WriteFile(dir + "/f" + std::to_string(i), RandomBytes(size, static_cast<uint32_t>(i)));
+  }
+  std::string out;
+  ASSERT_EQ(Sh("cp -r " + src.path() + " " + m_ + "/tree", &out), 0) << out;
+  TempDir back("shardfs-back");
+  ASSERT_EQ(Sh("cp -r " + m_ + "/tree " + back.path() + "/tree", &out), 0) << out;
+  EXPECT_EQ(Sh("diff -r " + src.path() + " " + back.path() + "/tree", &out), 0) << out;
+  EXPECT_EQ(Sh("diff -r " + src.path() + " " + m_ + "/tree", &out), 0) << out;
+  ASSERT_EQ(Sh("find " + m_ + "/tree -type f | wc -l", &out), 0);
+  EXPECT_EQ(std::stoi(out), 2000);
+  EXPECT_GT(total, 80u << 20);
+}
+
+TEST_F(MountTest, FioVerifiesSequentialAndRandomWrites) {
+  std::string out;
+  ASSERT_EQ(Sh("fio --name=seq --directory=" + m_ +
+                   " --size=32m --bs=1m --rw=write --verify=crc32c --do_verify=1"
+                   " --ioengine=psync --end_fsync=1",
+               &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("err= 0"), std::string::npos) << out;
+  ASSERT_EQ(Sh("fio --name=rand --directory=" + m_ +
+                   " --size=8m --bs=4k --rw=randwrite --verify=crc32c --do_verify=1"
+                   " --ioengine=psync --fsync=64 --randseed=7",
+               &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("err= 0"), std::string::npos) << out;
+}
+
+TEST_F(MountTest, SparseFileBeyond4GiBStoresOnlyWhatWasWritten) {
+  const std::string path = m_ + "/sparse";
+  int fd = open(path.c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  const off_t far = 5ll << 30;
+  ASSERT_EQ(pwrite(fd, "end", 3, far), 3);
+  ASSERT_EQ(pwrite(fd, "start", 5, 0), 5);
+  ASSERT_EQ(close(fd), 0);
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, far + 3);
+  fd = open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  char buf[16];
+  ASSERT_EQ(pread(fd, buf, 16, far - 8), 11);
+  EXPECT_EQ(std::string(buf, 11), std::string(8, '\0') + "end");
+  ASSERT_EQ(pread(fd, buf, 8, 3ll << 30), 8);
+  EXPECT_EQ(std::string(buf, 8), std::string(8, '\0'));
+  ASSERT_EQ(pread(fd, buf, 5, 0), 5);
+  EXPECT_EQ(std::string(buf, 5), "start");
+  close(fd);
+  // Two shards hold data; the 5 GiB between them store nothing.
+  std::string out;
+  ASSERT_EQ(Sh(cluster_->Cli("--json info /sparse"), &out), 0) << out;
+  size_t shards = 0;
+  for (size_t p = 0; (p = out.find("\"generation\"", p)) != std::string::npos; ++p) ++shards;
+  EXPECT_EQ(shards, 2u) << out;
+}
+
+TEST_F(MountTest, UnlinkedOpenFileStaysReadable) {
+  const std::string path = m_ + "/doomed";
+  const std::string data = RandomBytes(5 << 20, 9);
+  WriteFile(path, data);
+  int fd = open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  EXPECT_NE(access(path.c_str(), F_OK), 0);
+  std::string back(data.size(), '\0');
+  ASSERT_EQ(pread(fd, back.data(), back.size(), 0), static_cast<ssize_t>(back.size()));
+  EXPECT_TRUE(back == data);
+  close(fd);
+}
+
+TEST_F(MountTest, SharedWritableMmap) {
+  const std::string path = m_ + "/mapped";
+  WriteFile(path, std::string(3 << 20, 'a'));
+  int fd = open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* p = mmap(nullptr, 3 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  std::memcpy(static_cast<char*>(p) + 1000, "mapped!", 7);
+  ASSERT_EQ(msync(p, 3 << 20, MS_SYNC), 0);
+  munmap(p, 3 << 20);
+  close(fd);
+  std::string back = ReadFile(path);
+  ASSERT_EQ(back.size(), 3u << 20);
+  EXPECT_EQ(back.substr(995, 15), "aaaaamapped!aaa");
+}
+
+TEST_F(MountTest, XattrsAndStatfs) {
+  const std::string path = m_ + "/x";
+  WriteFile(path, "x");
+  ASSERT_EQ(setxattr(path.c_str(), "user.color", "blue", 4, XATTR_CREATE), 0);
+  EXPECT_EQ(setxattr(path.c_str(), "user.color", "red", 3, XATTR_CREATE), -1);
+  EXPECT_EQ(errno, EEXIST);
+  EXPECT_EQ(setxattr(path.c_str(), "user.size", "1", 1, XATTR_REPLACE), -1);
+  EXPECT_EQ(errno, ENODATA);
+  char buf[64];
+  ASSERT_EQ(getxattr(path.c_str(), "user.color", buf, sizeof(buf)), 4);
+  EXPECT_EQ(std::string(buf, 4), "blue");
+  EXPECT_EQ(getxattr(path.c_str(), "user.color", buf, 2), -1);
+  EXPECT_EQ(errno, ERANGE);
+  ASSERT_GT(listxattr(path.c_str(), buf, sizeof(buf)), 0);
+  EXPECT_EQ(std::string(buf), "user.color");
+  ASSERT_EQ(removexattr(path.c_str(), "user.color"), 0);
+  EXPECT_EQ(getxattr(path.c_str(), "user.color", buf, sizeof(buf)), -1);
+  EXPECT_EQ(errno, ENODATA);
+
+  struct statvfs vfs;
+  ASSERT_EQ(statvfs(m_.c_str(), &vfs), 0);
+  EXPECT_GT(vfs.f_blocks, 0u);
+  EXPECT_EQ(vfs.f_namemax, 255u);
+}
+
+TEST_F(MountTest, PosixErrorsAndPermissions) {
+  EXPECT_EQ(mkdir((m_ + "/d").c_str(), 0755), 0);
+  EXPECT_EQ(mkdir((m_ + "/d").c_str(), 0755), -1);
+  EXPECT_EQ(errno, EEXIST);
+  WriteFile(m_ + "/d/f", "f");
+  EXPECT_EQ(rmdir((m_ + "/d").c_str()), -1);
+  EXPECT_EQ(errno, ENOTEMPTY);
+  EXPECT_EQ(open((m_ + "/d/f/x").c_str(), O_RDONLY), -1);
+  EXPECT_EQ(errno, ENOTDIR);
+  EXPECT_EQ(open((m_ + "/nope").c_str(), O_RDONLY), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(open((m_ + "/" + std::string(256, 'n')).c_str(), O_CREAT | O_WRONLY, 0644), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+  EXPECT_EQ(open((m_ + "/d/f").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644), -1);
+  EXPECT_EQ(errno, EEXIST);
+  EXPECT_EQ(rename((m_ + "/d").c_str(), (m_ + "/d/sub").c_str()), -1);
+  EXPECT_EQ(errno, EINVAL);
+  // O_TRUNC and O_APPEND.
+  int fd = open((m_ + "/d/f").c_str(), O_WRONLY | O_TRUNC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "12345", 5), 5);
+  close(fd);
+  fd = open((m_ + "/d/f").c_str(), O_WRONLY | O_APPEND);
+  ASSERT_EQ(write(fd, "67", 2), 2);
+  close(fd);
+  EXPECT_EQ(ReadFile(m_ + "/d/f"), "1234567");
+  // The kernel checks modes for us (default_permissions): nobody may not
+  // read a 0600 file of root's. Other users need a mount with allow_other,
+  // and the test's directory must let them in.
+  ASSERT_EQ(chmod(cluster_->dir().c_str(), 0755), 0);
+  TestMount shared(*cluster_, cluster_->dir() + "/mnt-shared", {"-o", "allow_other"});
+  ASSERT_TRUE(shared.Mount().ok());
+  const std::string& m_ = shared.path();
+  ASSERT_EQ(chmod((m_ + "/d/f").c_str(), 0600), 0);
+  std::string out;
+  EXPECT_NE(Sh("setpriv --reuid=65534 --regid=65534 --clear-groups cat " + m_ + "/d/f", &out), 0);
+  EXPECT_NE(out.find("Permission denied"), std::string::npos) << out;
+  ASSERT_EQ(chmod((m_ + "/d/f").c_str(), 0644), 0);
+  EXPECT_EQ(Sh("setpriv --reuid=65534 --regid=65534 --clear-groups cat " + m_ + "/d/f", &out), 0)
+      << out;
+  // A file made by another user belongs to that user.
+  ASSERT_EQ(chmod(m_.c_str(), 0777), 0);
+  ASSERT_EQ(Sh("setpriv --reuid=65534 --regid=65534 --clear-groups touch " + m_ + "/theirs", &out),
+            0)
+      << out;
+  struct stat st;
+  ASSERT_EQ(stat((m_ + "/theirs").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+}
+
+// Close-to-open between two mounts of one cluster.
+TEST_F(MountTest, SecondMountSeesClosedFilesAndRenames) {
+  TestMount other(*cluster_, cluster_->dir() + "/mnt2");
+  ASSERT_TRUE(other.Mount().ok());
+  const std::string data = RandomBytes(9 << 20, 3);
+  WriteFile(m_ + "/shared.bin", data);
+  EXPECT_TRUE(ReadFile(other.path() + "/shared.bin") == data);
+  // A rewrite on the second mount is seen by a new open on the first.
+  const std::string data2 = RandomBytes(1 << 20, 4);
+  WriteFile(other.path() + "/shared.bin", data2);
+  EXPECT_TRUE(ReadFile(m_ + "/shared.bin") == data2);
+  ASSERT_EQ(rename((m_ + "/shared.bin").c_str(), (m_ + "/renamed.bin").c_str()), 0);
+  EXPECT_TRUE(WaitUntil([&] { return access((other.path() + "/renamed.bin").c_str(), F_OK) == 0; },
+                        std::chrono::seconds(3)));
+  EXPECT_TRUE(WaitUntil([&] { return access((other.path() + "/shared.bin").c_str(), F_OK) != 0; },
+                        std::chrono::seconds(3)));
+}
+
+TEST_F(MountTest, ReadOnlyMountRefusesWrites) {
+  WriteFile(m_ + "/ro", "data");
+  TestMount ro(*cluster_, cluster_->dir() + "/mnt-ro", {"-o", "ro"});
+  ASSERT_TRUE(ro.Mount().ok());
+  EXPECT_EQ(ReadFile(ro.path() + "/ro"), "data");
+  EXPECT_EQ(open((ro.path() + "/new").c_str(), O_CREAT | O_WRONLY, 0644), -1);
+  EXPECT_EQ(errno, EROFS);
+}
+
+}  // namespace
+}  // namespace shardfs
