@@ -9,38 +9,48 @@ using Clock = std::chrono::steady_clock;
 
 Status StatusOf(const Result<RpcResponse>& r) { return r.ok() ? Status::Ok() : r.status(); }
 
+bool IsTransient(ErrorCode code) {
+  return code == ErrorCode::kTimeout || code == ErrorCode::kUnavailable || code == ErrorCode::kBusy;
+}
+
 }  // namespace
 
 NamespaceClient::NamespaceClient(zmq::context_t& context, std::string registry_endpoint,
                                  Options options)
     : channel_(context, std::move(registry_endpoint)), options_(options) {}
 
-Result<RpcResponse> NamespaceClient::Read(MessageType type, const FieldWriter& fields) {
-  const auto deadline = Clock::now() + options_.budget;
+Result<RpcResponse> NamespaceClient::CallWithBudget(MessageType type, const FieldWriter& fields,
+                                                    bool (*may_resend)(ErrorCode)) {
+  const auto budget = unreachable_ ? options_.unreachable_budget : options_.budget;
+  const auto deadline = Clock::now() + budget;
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     auto r = channel_.Call(type, fields, std::min(left, options_.attempt_timeout));
-    if (r.ok()) return r;
-    ErrorCode code = r.status().code();
-    bool transient = code == ErrorCode::kTimeout || code == ErrorCode::kUnavailable ||
-                     code == ErrorCode::kBusy;
-    if (!transient || Clock::now() + std::chrono::milliseconds(100) >= deadline) return r;
+    if (r.ok() || !IsTransient(r.status().code())) {
+      unreachable_ = false;
+      return r;
+    }
+    if (!may_resend(r.status().code()) ||
+        Clock::now() + std::chrono::milliseconds(100) >= deadline) {
+      unreachable_ = true;
+      return Status::Error(r.status().code(),
+                           "registry " + channel_.endpoint() + " unreachable: " +
+                               r.status().message());
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
 
+Result<RpcResponse> NamespaceClient::Read(MessageType type, const FieldWriter& fields) {
+  return CallWithBudget(type, fields, [](ErrorCode) { return true; });
+}
+
 Result<RpcResponse> NamespaceClient::Mutate(MessageType type, const FieldWriter& fields) {
-  const auto deadline = Clock::now() + options_.budget;
-  while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    auto r = channel_.Call(type, fields, std::min(left, options_.attempt_timeout));
-    if (r.ok()) return r;
-    // kUnavailable: never sent, so never applied: safe to send again.
-    ErrorCode code = r.status().code();
-    bool unsent = code == ErrorCode::kUnavailable || code == ErrorCode::kBusy;
-    if (!unsent || Clock::now() + std::chrono::milliseconds(100) >= deadline) return r;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  // kUnavailable: never sent, so never applied: safe to send again. A
+  // timeout may have been applied, so a mutation is not repeated after one.
+  return CallWithBudget(type, fields, [](ErrorCode code) {
+    return code == ErrorCode::kUnavailable || code == ErrorCode::kBusy;
+  });
 }
 
 Result<InodeAttrs> NamespaceClient::AttrsOf(Result<RpcResponse> response) {

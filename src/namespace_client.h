@@ -8,6 +8,7 @@
 
 #include <zmq.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -23,8 +24,12 @@ class NamespaceClient {
  public:
   struct Options {
     std::chrono::milliseconds attempt_timeout{4000};
-    // Total time a call may spend before it fails (the mount's no-hang bound).
-    std::chrono::milliseconds budget{12000};
+    // Total time a call may spend before it fails. One FUSE operation may
+    // make several calls; once one has run out of time the registry counts
+    // as unreachable and later calls get only `unreachable_budget` until one
+    // succeeds, so a whole operation stays within the mount's 15 s bound.
+    std::chrono::milliseconds budget{10000};
+    std::chrono::milliseconds unreachable_budget{1500};
   };
 
   NamespaceClient(zmq::context_t& context, std::string registry_endpoint, Options options);
@@ -62,9 +67,14 @@ class NamespaceClient {
   Result<RpcResponse> Read(MessageType type, const FieldWriter& fields);
   Result<RpcResponse> Mutate(MessageType type, const FieldWriter& fields);
   Result<InodeAttrs> AttrsOf(Result<RpcResponse> response);
+  // Sends until success, a non-transient error, or the budget is spent.
+  // `may_resend` says which errors prove the request was not applied.
+  Result<RpcResponse> CallWithBudget(MessageType type, const FieldWriter& fields,
+                                     bool (*may_resend)(ErrorCode));
 
   RpcChannel channel_;
   const Options options_;
+  std::atomic<bool> unreachable_{false};
 };
 
 }  // namespace shardfs

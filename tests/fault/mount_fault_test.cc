@@ -1,0 +1,206 @@
+// The mount when machines fail: nodes killed or frozen under a reader, too
+// few nodes for a write, the registry killed under a workload.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <atomic>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "tests/integration/test_cluster.h"
+
+namespace shardfs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+class MountFaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/dev/fuse", R_OK | W_OK) != 0) {
+      if (std::getenv("CI") != nullptr) FAIL() << "/dev/fuse is not usable";
+      GTEST_SKIP() << "/dev/fuse is not usable";
+    }
+    TestCluster::Options options;
+    options.nodes = 3;
+    options.replicas = 3;
+    options.down_after = 2.0;
+    cluster_ = std::make_unique<TestCluster>(options);
+    Status st = cluster_->Start();
+    ASSERT_TRUE(st.ok()) << st.ToString() << cluster_->Logs();
+    mount_ = std::make_unique<TestMount>(*cluster_, cluster_->dir() + "/mnt");
+    st = mount_->Mount();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    m_ = mount_->path();
+  }
+  void TearDown() override {
+    if (HasFailure() && cluster_) {
+      std::printf("%s\n--- mount\n%s\n", cluster_->Logs().c_str(),
+                  mount_ ? mount_->Log().c_str() : "");
+    }
+    mount_.reset();
+    cluster_.reset();
+  }
+
+  // Writes `size` bytes of seeded random data; returns their hash.
+  uint64_t WriteRandomFile(const std::string& path, size_t size, uint32_t seed) {
+    std::mt19937_64 rng(seed);
+    std::string data(size, '\0');
+    for (size_t i = 0; i + 8 <= size; i += 8) {
+      uint64_t v = rng();
+      std::memcpy(&data[i], &v, 8);
+    }
+    std::ofstream out(path, std::ios::binary);
+    out << data;
+    out.close();
+    EXPECT_TRUE(out.good());
+    return XXH3_64bits(data.data(), data.size());
+  }
+
+  struct ReadResult {
+    uint64_t hash = 0;
+    bool ok = false;
+    std::chrono::milliseconds slowest{0};
+  };
+
+  // Streams a file in 1 MiB reads, calling `midway` once a third is read.
+  ReadResult StreamRead(const std::string& path, const std::function<void()>& midway) {
+    ReadResult r;
+    int fd = open(path.c_str(), O_RDONLY);
+    if (fd < 0) return r;
+    XXH3_state_t* state = XXH3_createState();
+    XXH3_64bits_reset(state);
+    std::string buf(1 << 20, '\0');
+    off_t size = lseek(fd, 0, SEEK_END);
+    off_t off = 0;
+    bool fired = false;
+    r.ok = true;
+    while (off < size) {
+      if (!fired && off >= size / 3) {
+        midway();
+        fired = true;
+      }
+      auto start = Clock::now();
+      ssize_t n = pread(fd, buf.data(), buf.size(), off);
+      auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      r.slowest = std::max(r.slowest, took);
+      if (n <= 0) {
+        r.ok = false;
+        break;
+      }
+      XXH3_64bits_update(state, buf.data(), static_cast<size_t>(n));
+      off += n;
+    }
+    r.hash = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
+    close(fd);
+    return r;
+  }
+
+  std::unique_ptr<TestCluster> cluster_;
+  std::unique_ptr<TestMount> mount_;
+  std::string m_;
+};
+
+TEST_F(MountFaultTest, NodeKilledUnderAReaderThenASecond) {
+  const std::string path = m_ + "/large";
+  uint64_t want = WriteRandomFile(path, 40 << 20, 1);
+  ReadResult r = StreamRead(path, [&] { cluster_->node(0).Kill(); });
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.hash, want);
+
+  // Two of three nodes live: writes still succeed, with two copies.
+  uint64_t want2 = WriteRandomFile(m_ + "/after-one", 9 << 20, 2);
+  EXPECT_EQ(StreamRead(m_ + "/after-one", [] {}).hash, want2);
+
+  // One live node is fewer than min(2, R): writes fail with EIO, never
+  // silently with a single copy; reads of what exists still work.
+  cluster_->node(1).Kill();
+  int fd = open((m_ + "/after-two").c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  std::string chunk(1 << 20, 'z');
+  bool failed = false;
+  for (int i = 0; i < 8 && !failed; ++i) failed = write(fd, chunk.data(), chunk.size()) < 0;
+  if (!failed) failed = fsync(fd) != 0;
+  int err = errno;
+  if (close(fd) != 0) {
+    failed = true;
+    err = errno;
+  }
+  EXPECT_TRUE(failed);
+  EXPECT_EQ(err, EIO);
+  EXPECT_EQ(StreamRead(path, [] {}).hash, want);
+}
+
+TEST_F(MountFaultTest, FrozenNodeDoesNotStallReaders) {
+  const std::string path = m_ + "/large";
+  uint64_t want = WriteRandomFile(path, 40 << 20, 3);
+  // The usual latency of a 1 MiB read, with every node healthy.
+  ReadResult baseline = StreamRead(path, [] {});
+  ASSERT_TRUE(baseline.ok);
+  ReadResult r = StreamRead(path, [&] { ASSERT_TRUE(cluster_->node(0).Signal(SIGSTOP).ok()); });
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.hash, want);
+  // A hedged read asks another replica: no single read waits much longer
+  // than usual (the issue allows 2 s more).
+  EXPECT_LT(r.slowest, baseline.slowest + 2000ms);
+  // Writes go on with the two live nodes.
+  uint64_t want2 = WriteRandomFile(m_ + "/during-freeze", 5 << 20, 4);
+  EXPECT_EQ(StreamRead(m_ + "/during-freeze", [] {}).hash, want2);
+  ASSERT_TRUE(cluster_->node(0).Signal(SIGCONT).ok());
+}
+
+// With the registry gone every call fails within the bound instead of
+// hanging, and the same mount works again once it is back.
+TEST_F(MountFaultTest, RegistryKilledUnderAWorkloadAndRestarted) {
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> slowest_ms{0};
+  std::atomic<int> ok_ops{0}, failed_ops{0};
+  // Times one system call and keeps the slowest.
+  auto timed = [&](auto call) {
+    auto start = Clock::now();
+    auto result = call();
+    int64_t took =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    int64_t prev = slowest_ms.load();
+    while (took > prev && !slowest_ms.compare_exchange_weak(prev, took)) {
+    }
+    return result;
+  };
+  std::thread workload([&] {
+    for (int i = 0; !stop && i < 100000; ++i) {
+      std::string p = m_ + "/w" + std::to_string(i % 50);
+      int fd = timed([&] { return open(p.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644); });
+      bool good = fd >= 0 && timed([&] { return write(fd, "x", 1); }) == 1;
+      if (fd >= 0) good = timed([&] { return close(fd); }) == 0 && good;
+      struct stat st;
+      good = timed([&] { return stat(p.c_str(), &st); }) == 0 && good;
+      (good ? ok_ops : failed_ops)++;
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  std::this_thread::sleep_for(1500ms);
+  cluster_->registry().Kill();
+  // Longer than a call's budget, so calls fail rather than wait it out.
+  std::this_thread::sleep_for(14s);
+  ASSERT_TRUE(cluster_->StartRegistry().ok());
+  // Nodes re-register on their next heartbeat.
+  EXPECT_TRUE(WaitUntil([&] { return cluster_->NodesUp() == 3; }, 20s));
+  int before = ok_ops.load();
+  EXPECT_TRUE(WaitUntil([&] { return ok_ops.load() > before + 5; }, 30s));
+  stop = true;
+  workload.join();
+  EXPECT_GT(failed_ops.load(), 0);
+  // No single call waited past the mount's bound of 15 s.
+  EXPECT_LT(slowest_ms.load(), 15000);
+  // And a plain new file works on the same mount, without remounting.
+  uint64_t want = WriteRandomFile(m_ + "/after-restart", 1 << 20, 5);
+  EXPECT_EQ(StreamRead(m_ + "/after-restart", [] {}).hash, want);
+}
+
+}  // namespace
+}  // namespace shardfs
