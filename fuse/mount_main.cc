@@ -1,4 +1,6 @@
 // shardfs-mount: mounts the cluster as an ordinary directory.
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -60,6 +62,22 @@ class FuseSession {
   bool signals_ = false;
 };
 
+// In the background stderr is gone: log to a file when asked, else syslog.
+void ConfigureLogging(const MountOptions& options) {
+  try {
+    if (!options.log_file.empty()) {
+      spdlog::set_default_logger(spdlog::basic_logger_mt("shardfs-mount", options.log_file));
+    } else if (!options.foreground) {
+      spdlog::set_default_logger(
+          spdlog::syslog_logger_mt("shardfs-mount", "shardfs-mount", LOG_PID, LOG_DAEMON));
+    }
+  } catch (const spdlog::spdlog_ex&) {
+    // Keep the default logger; a mount is more useful than a log.
+  }
+  spdlog::set_level(spdlog::level::from_str(options.log_level));
+  spdlog::flush_on(spdlog::level::info);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,7 +91,6 @@ int main(int argc, char** argv) {
     std::fputs(MountUsage().c_str(), stdout);
     return 0;
   }
-  spdlog::set_level(spdlog::level::from_str(options->log_level));
   if (options->registry.empty()) {
     std::fprintf(stderr,
                  "shardfs-mount: no registry: give --registry tcp://HOST:7400 or set "
@@ -89,6 +106,7 @@ int main(int argc, char** argv) {
   if (!session.ok() || !session.Mount(options->mountpoint)) return 1;
   fs.set_session(session.get());
   if (fuse_daemonize(options->foreground ? 1 : 0) != 0) return 1;
+  ConfigureLogging(*options);
   if (!session.InstallSignalHandlers()) return 1;
   spdlog::info("mounted the cluster at {} (registry {})", options->mountpoint, options->registry);
 

@@ -42,9 +42,14 @@ Status ApplyOption(const std::string& option, MountOptions* out) {
     out->registry = value;
   } else if (key == "cluster") {
     out->cluster = value;
+  } else if (key == "log") {
+    out->log_file = value;
   } else if (key == "debug") {
     out->debug_fuse = true;
-  } else if (key == "defaults" || key == "auto" || key == "noauto" || key == "user" ||
+  } else if (key == "defaults" || key == "sync" || key == "async" || key == "dirsync" ||
+             key == "lazytime" || key == "nolazytime" || key == "strictatime" ||
+             key == "nodiratime" || key == "diratime" || key == "users" || key == "owner" ||
+             key == "group" || key == "x-systemd.automount" || key == "auto" || key == "noauto" || key == "user" ||
              key == "nouser" || key == "_netdev" || key == "nofail" || key == "exec" ||
              key == "noexec" || key == "suid" || key == "nosuid" || key == "dev" ||
              key == "nodev" || key == "atime" || key == "noatime" || key == "relatime") {
@@ -78,6 +83,7 @@ std::string MountUsage() {
          "  --beacon-port N     UDP port of the beacon (default 7400)\n"
          "  -f                  stay in the foreground\n"
          "  --log-level LEVEL   trace, debug, info, warn, error\n"
+         "  --log-file FILE     log here (default: stderr with -f, else syslog)\n"
          "  -o OPTS             comma-separated: ro, allow_other, attr_timeout=S,\n"
          "                      entry_timeout=S, replicas=N, registry=EP, debug\n"
          "  -h, --help          this text\n";
@@ -114,6 +120,8 @@ Result<MountOptions> ParseMountOptions(int argc, char** argv) {
       SHARDFS_ASSIGN_OR_RETURN(std::string v, need_value(i, arg));
       out.beacon_port = std::atoi(v.c_str());
       if (out.beacon_port <= 0 || out.beacon_port > 65535) return Bad("bad --beacon-port");
+    } else if (arg == "--log-file") {
+      SHARDFS_ASSIGN_OR_RETURN(out.log_file, need_value(i, arg));
     } else if (arg == "--log-level") {
       SHARDFS_ASSIGN_OR_RETURN(out.log_level, need_value(i, arg));
     } else if (!arg.empty() && arg[0] == '-') {

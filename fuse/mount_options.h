@@ -24,6 +24,7 @@ struct MountOptions {
   double entry_timeout = 1.0;
   unsigned replicas = 0;  // replication goal for new files; 0: the cluster's
   std::string log_level = "info";
+  std::string log_file;  // empty: stderr in the foreground, syslog in the background
   bool debug_fuse = false;
   bool show_help = false;
 };

@@ -348,5 +348,30 @@ TEST_F(MountTest, ReadOnlyMountRefusesWrites) {
   EXPECT_EQ(errno, EROFS);
 }
 
+// What mount(8) and an fstab line run: the helper with SOURCE DIR -o OPTS;
+// it returns once the mount is ready and the daemon runs in the background.
+TEST_F(MountTest, MountHelperMountsInTheBackground) {
+  const std::string dir = cluster_->dir() + "/mnt-helper";
+  ::mkdir(dir.c_str(), 0755);
+  std::string out;
+  ASSERT_EQ(Sh(BuildPath("fuse/mount.shardfs") + " " + cluster_->registry_endpoint() + " " + dir +
+                   " -o rw,_netdev,attr_timeout=2",
+               &out),
+            0)
+      << out;
+  EXPECT_TRUE(IsMounted(dir));
+  WriteFile(dir + "/via-helper", "helper");
+  EXPECT_EQ(ReadFile(m_ + "/via-helper"), "helper");
+  EXPECT_EQ(Sh("fusermount3 -u " + dir, &out), 0) << out;
+  EXPECT_FALSE(IsMounted(dir));
+  // An unknown option is refused with a message, not ignored.
+  EXPECT_NE(Sh(BuildPath("fuse/mount.shardfs") + " " + cluster_->registry_endpoint() + " " + dir +
+                   " -o bogus",
+               &out),
+            0);
+  EXPECT_NE(out.find("unknown mount option"), std::string::npos) << out;
+  EXPECT_FALSE(IsMounted(dir));
+}
+
 }  // namespace
 }  // namespace shardfs
