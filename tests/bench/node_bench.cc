@@ -1,0 +1,289 @@
+// node_bench: shardfs-node throughput over loopback next to plain file I/O.
+//
+// Starts a real shardfs-node on a free loopback port and measures, with 1 and
+// 8 concurrent clients (threads, each with its own NodeClient):
+//   - put of 4 MiB shards, without sync and with sync,
+//   - get of whole 4 MiB shards,
+//   - 4 KiB reads at random 4 KiB-aligned offsets of those shards;
+// and beside each, the same number of bytes and operations done with plain
+// write(2)/read(2) on the same disk in the same run, with the same sync
+// semantics as the node's put (sync: fsync of the file and its directory):
+//   put      <-> open(O_CREAT|O_TRUNC) + write + close    (+ fsync file, dir)
+//   get      <-> open + read of the whole file + close
+//   4 KiB    <-> open + pread of 4 KiB + close            (the node opens per read too)
+// Reads in both columns come from a warm page cache: everything read was just
+// written, and no cache is dropped (that would disturb the whole machine).
+// The ratio column shows what the node costs on top of the disk: the
+// network hop, the copies, the checksums and the tmp-file-and-rename
+// publication.
+//
+//   node_bench [--node PATH] [--dir DIR] [--shards N] [--sync-shards N] [--reads N]
+//
+// Not a test: it prints a table and always exits 0 unless something fails.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/block_checksum.h"
+#include "src/node_client.h"
+#include "tests/integration/daemon_process.h"
+#include "tests/temp_dir.h"
+
+namespace shardfs {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kShardBytes = 4u << 20;
+constexpr size_t kSmallRead = 4096;
+
+[[noreturn]] void Die(const std::string& message) {
+  std::cerr << "node_bench: " << message << "\n";
+  std::exit(1);
+}
+
+void Check(const Status& st, const std::string& what) {
+  if (!st.ok()) Die(what + ": " + st.ToString());
+}
+
+void CheckErrno(bool ok, const std::string& what) {
+  if (!ok) Die(what + ": " + std::strerror(errno));
+}
+
+std::string RandomBytes(uint64_t seed, size_t n) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, 8);
+  }
+  return s;
+}
+
+uint64_t Hash(std::string_view s) {
+  return ShardChecksum({reinterpret_cast<const uint8_t*>(s.data()), s.size()});
+}
+
+// Runs body(thread, op) for ops [0, ops) split over `threads` threads;
+// returns the wall time of the whole.
+double Timed(int threads, size_t ops, const std::function<void(int, size_t)>& body) {
+  std::vector<std::thread> pool;
+  const auto start = Clock::now();
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t op = t; op < ops; op += threads) body(t, op);
+    });
+  }
+  for (auto& th : pool) th.join();
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+struct Row {
+  std::string op;
+  int clients = 0;
+  size_t ops = 0;
+  size_t bytes_per_op = 0;
+  double node_seconds = 0;
+  double plain_seconds = 0;
+};
+
+void PrintTable(const std::vector<Row>& rows) {
+  std::cout << fmt::format("{:<22} {:>7} {:>6} | {:>10} {:>10} | {:>10} {:>10} | {:>7}\n",
+                           "operation", "clients", "ops", "node MiB/s", "node op/s", "plain MiB/s",
+                           "plain op/s", "node %");
+  std::cout << std::string(100, '-') << "\n";
+  for (const Row& r : rows) {
+    const double mib = static_cast<double>(r.ops * r.bytes_per_op) / (1 << 20);
+    std::cout << fmt::format(
+        "{:<22} {:>7} {:>6} | {:>10.1f} {:>10.0f} | {:>11.1f} {:>10.0f} | {:>6.0f}%\n", r.op,
+        r.clients, r.ops, mib / r.node_seconds, r.ops / r.node_seconds, mib / r.plain_seconds,
+        r.ops / r.plain_seconds, 100.0 * r.plain_seconds / r.node_seconds);
+  }
+}
+
+void FsyncPath(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
+  CheckErrno(fd >= 0, "open " + path);
+  CheckErrno(::fsync(fd) == 0, "fsync " + path);
+  ::close(fd);
+}
+
+void PlainWrite(const std::string& dir, const std::string& name, const std::string& data,
+                bool sync) {
+  const std::string path = dir + "/" + name;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  CheckErrno(fd >= 0, "create " + path);
+  CheckErrno(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()),
+             "write " + path);
+  if (sync) CheckErrno(::fsync(fd) == 0, "fsync " + path);
+  CheckErrno(::close(fd) == 0, "close " + path);
+  if (sync) FsyncPath(dir);
+}
+
+void PlainRead(const std::string& path, uint64_t offset, size_t length, std::string* buffer) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  CheckErrno(fd >= 0, "open " + path);
+  buffer->resize(length);
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = ::pread(fd, buffer->data() + done, length - done, offset + done);
+    CheckErrno(n > 0, "read " + path);
+    done += n;
+  }
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace shardfs
+
+int main(int argc, char** argv) {
+  using namespace shardfs;
+  std::string node_binary = BuildPath("nodeserver/shardfs-node");
+  std::string base_dir;
+  size_t shards = 64;
+  size_t sync_shards = 32;
+  size_t reads = 20000;
+  CLI::App app{"node_bench: shardfs-node over loopback next to plain write(2)/read(2)"};
+  app.add_option("--node", node_binary, "the shardfs-node binary")->capture_default_str();
+  app.add_option("--dir", base_dir, "directory on the disk to measure (default: $TMPDIR)");
+  app.add_option("--shards", shards, "4 MiB shards per put/get run")->capture_default_str();
+  app.add_option("--sync-shards", sync_shards, "4 MiB shards per synced put run")
+      ->capture_default_str();
+  app.add_option("--reads", reads, "4 KiB reads per run")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (!base_dir.empty()) setenv("TMPDIR", base_dir.c_str(), 1);
+
+  TempDir dir("node-bench");
+  const std::string node_dir = dir.Sub("node");
+  const std::string plain_dir = dir.Sub("plain");
+  std::filesystem::create_directories(plain_dir);
+  const uint16_t port = FreeTcpPort();
+  if (port == 0) Die("no free port");
+  const std::string ep = "tcp://127.0.0.1:" + std::to_string(port);
+  DaemonProcess::Options o;
+  // Alone in a cluster of its own: no registry traffic in the measurement.
+  unsetenv("SHARDFS_REGISTRY");
+  o.argv = {node_binary,
+            "--data",
+            node_dir,
+            "--listen",
+            ep,
+            "--log-level",
+            "warn",
+            "--cluster",
+            "node-bench-" + std::to_string(getpid()),
+            "--beacon-port",
+            std::to_string(FreeUdpPort())};
+  o.log_path = dir.Sub("node.log");
+  auto started = DaemonProcess::Start(o);
+  Check(started.status(), "start " + node_binary);
+  DaemonProcess node = std::move(started).value();
+
+  zmq::context_t context;
+  {
+    NodeClient::Options quick;
+    quick.attempt_timeout = 200ms;
+    quick.attempts = 1;
+    NodeClient probe(context, quick);
+    if (!WaitUntil([&] { return probe.Ping(ep).ok(); }, 15s)) {
+      Die("shardfs-node does not answer:\n" + node.ReadLog());
+    }
+  }
+
+  struct statfs fs {};
+  ::statfs(dir.path().c_str(), &fs);
+  std::cout << fmt::format(
+      "node_bench: shardfs-node at {}, data and plain files under {} (fs type 0x{:x}), {} CPUs\n",
+      ep, dir.path(), static_cast<uint64_t>(fs.f_type), std::thread::hardware_concurrency());
+
+  // One random 4 MiB buffer per thread, hashed up front as a client would.
+  constexpr int kMaxThreads = 8;
+  std::vector<std::string> buffers;
+  std::vector<uint64_t> hashes;
+  for (int t = 0; t < kMaxThreads; ++t) {
+    buffers.push_back(RandomBytes(t + 1, kShardBytes));
+    hashes.push_back(Hash(buffers.back()));
+  }
+  std::vector<std::unique_ptr<NodeClient>> clients;
+  for (int t = 0; t < kMaxThreads; ++t) {
+    clients.push_back(std::make_unique<NodeClient>(context));
+    Check(clients.back()->Ping(ep), "ping");
+  }
+
+  std::vector<Row> rows;
+  uint64_t next_inode = 1;
+  for (int threads : {1, 8}) {
+    for (bool sync : {false, true}) {
+      const size_t n = sync ? sync_shards : shards;
+      const uint64_t inode = next_inode++;
+      Row put{sync ? "put 4 MiB, sync" : "put 4 MiB", threads, n, kShardBytes};
+      put.node_seconds = Timed(threads, n, [&](int t, size_t op) {
+        Check(clients[t]->Put(ep, ShardKey{inode, static_cast<uint32_t>(op), 1}, buffers[t], sync,
+                              hashes[t]),
+              "put");
+      });
+      const std::string prefix = fmt::format("f{}-", inode);
+      put.plain_seconds = Timed(threads, n, [&](int t, size_t op) {
+        PlainWrite(plain_dir, prefix + std::to_string(op), buffers[t], sync);
+      });
+      rows.push_back(put);
+      if (sync) continue;
+
+      Row get{"get 4 MiB", threads, n, kShardBytes};
+      get.node_seconds = Timed(threads, n, [&](int t, size_t op) {
+        auto r = clients[t]->Get(ep, ShardKey{inode, static_cast<uint32_t>(op), 1}, 0, kShardBytes);
+        Check(r.status(), "get");
+        if (r->bytes.size() != kShardBytes) Die("short get");
+      });
+      get.plain_seconds = Timed(threads, n, [&](int, size_t op) {
+        std::string buffer;
+        PlainRead(plain_dir + "/" + prefix + std::to_string(op), 0, kShardBytes, &buffer);
+      });
+      rows.push_back(get);
+
+      // The same (shard, offset) sequence for both columns.
+      std::vector<std::pair<uint32_t, uint64_t>> targets(reads);
+      std::mt19937_64 rng(threads);
+      for (auto& [shard, offset] : targets) {
+        shard = static_cast<uint32_t>(rng() % n);
+        offset = (rng() % (kShardBytes / kSmallRead)) * kSmallRead;
+      }
+      Row small{"read 4 KiB, random", threads, reads, kSmallRead};
+      small.node_seconds = Timed(threads, reads, [&](int t, size_t op) {
+        auto r = clients[t]->Get(ep, ShardKey{inode, targets[op].first, 1}, targets[op].second,
+                                 kSmallRead);
+        Check(r.status(), "get 4 KiB");
+        if (r->bytes.size() != kSmallRead) Die("short 4 KiB read");
+      });
+      small.plain_seconds = Timed(threads, reads, [&](int, size_t op) {
+        std::string buffer;
+        PlainRead(plain_dir + "/" + prefix + std::to_string(targets[op].first), targets[op].second,
+                  kSmallRead, &buffer);
+      });
+      rows.push_back(small);
+    }
+  }
+  std::cout << "\n";
+  PrintTable(rows);
+  std::cout << "\nnode % = plain time / node time: the share of plain-file speed the node "
+               "reaches.\n";
+  clients.clear();
+  int status = node.Stop(SIGTERM, 10s);
+  if (!DaemonProcess::ExitedWith(status, 0)) Die("shardfs-node did not exit cleanly");
+  return 0;
+}

@@ -1,0 +1,509 @@
+// shardfs-node end to end: real node processes on loopback, real clients.
+//
+// Each test starts the built `shardfs-node` binary on a free loopback port
+// over a fresh data directory and talks to it with NodeClient, the same code
+// mounts and the registry use. What is checked here is what only the whole
+// program can show: many concurrent clients, corruption found on disk,
+// shutdown on SIGTERM, a stable identity across restarts, and hedged reads
+// over two nodes when one of them hangs or dies. Crashes, full disks and
+// hostile input are in tests/fault/node_fault_test.cc.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "protocol/node_messages.h"
+#include "src/block_checksum.h"
+#include "src/node_client.h"
+#include "src/shard_store.h"
+#include "tests/integration/daemon_process.h"
+#include "tests/temp_dir.h"
+
+namespace shardfs {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+std::string Endpoint(uint16_t port) {
+  return "tcp://127.0.0.1:" + std::to_string(port);
+}
+
+std::string RandomBytes(std::mt19937_64& rng, size_t n) {
+  std::string s(n, '\0');
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, 8);
+  }
+  if (i < n) {
+    uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, n - i);
+  }
+  return s;
+}
+
+uint64_t Hash(std::string_view s) {
+  return ShardChecksum({reinterpret_cast<const uint8_t*>(s.data()), s.size()});
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The on-disk file of `key` under a node's data dir. The fan-out directory
+// is a private hash of the key, so it is found by looking, not computed.
+std::string FindShardFile(const std::string& data_dir, const ShardKey& key) {
+  std::error_code ec;
+  for (const auto& fan_out : std::filesystem::directory_iterator(data_dir + "/shards", ec)) {
+    std::string candidate = fan_out.path().string() + "/" + key.ToString();
+    if (std::filesystem::exists(candidate)) return candidate;
+  }
+  return "";
+}
+
+class NodeTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    // Logs of every node this test started, to see why it failed.
+    if (!HasFailure()) return;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_.path(), ec)) {
+      if (entry.path().extension() != ".log") continue;
+      std::string log = ReadFile(entry.path().string());
+      if (log.size() > 8000) log = "...\n" + log.substr(log.size() - 8000);
+      std::cerr << "---- " << entry.path().filename().string() << " ----\n" << log << "\n";
+    }
+  }
+
+  // Starts shardfs-node on `port` over `data_dir` and waits until it answers
+  // a ping.
+  void StartNode(DaemonProcess* out, const std::string& data_dir, uint16_t port,
+                 const std::string& log_name) {
+    unsetenv("SHARDFS_REGISTRY");  // would point the node at a registry
+    DaemonProcess::Options o;
+    // A cluster of its own and an unused beacon port: the node must not join
+    // a registry that another test runs on this machine.
+    o.argv = {BuildPath("nodeserver/shardfs-node"),
+              "--data",
+              data_dir,
+              "--listen",
+              Endpoint(port),
+              "--log-level",
+              "debug",
+              "--cluster",
+              "node-test-" + std::to_string(getpid()),
+              "--beacon-port",
+              std::to_string(FreeUdpPort())};
+    o.log_path = dir_.Sub(log_name);
+    auto p = DaemonProcess::Start(o);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    *out = std::move(p).value();
+    NodeClient::Options quick;
+    quick.attempt_timeout = 200ms;
+    quick.attempts = 1;
+    NodeClient probe(context_, quick);
+    bool up = WaitUntil([&] { return !out->Running() || probe.Ping(Endpoint(port)).ok(); }, 15s);
+    ASSERT_TRUE(out->Running()) << "shardfs-node exited at start:\n" << out->ReadLog();
+    ASSERT_TRUE(up) << "shardfs-node does not answer pings:\n" << out->ReadLog();
+  }
+
+  TempDir dir_{"node-test"};
+  zmq::context_t context_;
+};
+
+// Collects failures from worker threads, which must not use ASSERT_*.
+class ErrorLog {
+ public:
+  void Add(std::string message) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++count_;
+    if (messages_.size() < 20) messages_.push_back(std::move(message));
+  }
+  size_t count() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return count_;
+  }
+  std::string Summary() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string out = std::to_string(count_) + " failures:";
+    for (const auto& m : messages_) out += "\n  " + m;
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  size_t count_ = 0;
+  std::vector<std::string> messages_;
+};
+
+// 10,000 shards from 8 concurrent clients (half of them sharing one
+// NodeClient, as a mount's threads do), each read back by another thread and
+// checked against the hash of what was put; then the inventory and the
+// node's counters must agree with what was written.
+TEST_F(NodeTest, TenThousandShardsFromEightClients) {
+  const uint16_t port = FreeTcpPort();
+  ASSERT_NE(port, 0);
+  DaemonProcess node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, dir_.Sub("data"), port, "node.log"));
+  const std::string ep = Endpoint(port);
+
+  constexpr size_t kShards = 10000;
+  constexpr size_t kThreads = 8;
+  constexpr size_t kBigShard = 4u << 20;
+  auto key_of = [](size_t i) {
+    return ShardKey{1000 + i / 100, static_cast<uint32_t>(i % 100), 7 + i % 3};
+  };
+  std::vector<uint64_t> hashes(kShards);
+  std::vector<uint64_t> lengths(kShards);
+  ErrorLog errors;
+  std::atomic<size_t> big_shards{0};
+
+  NodeClient shared(context_);
+  auto run = [&](auto&& body) {
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        // Odd threads have a client of their own; even ones share one.
+        NodeClient own(context_);
+        body(t, t % 2 == 1 ? own : shared);
+      });
+    }
+    for (auto& th : threads) th.join();
+  };
+
+  const auto put_start = Clock::now();
+  run([&](size_t t, NodeClient& client) {
+    std::mt19937_64 rng(t);
+    for (size_t i = t; i < kShards; i += kThreads) {
+      // Every 1250th shard is a full-size 4 MiB one; the rest 1..64 KiB.
+      size_t size = i % 1250 == 3 ? kBigShard : 1 + rng() % (64 * 1024);
+      if (size == kBigShard) ++big_shards;
+      std::string data = RandomBytes(rng, size);
+      hashes[i] = Hash(data);
+      lengths[i] = size;
+      Status st = client.Put(ep, key_of(i), data, /*sync=*/false, hashes[i]);
+      if (!st.ok()) errors.Add("put " + key_of(i).ToString() + ": " + st.ToString());
+    }
+  });
+  const auto put_time = Clock::now() - put_start;
+  ASSERT_EQ(errors.count(), 0u) << errors.Summary();
+  ASSERT_EQ(big_shards.load(), 8u);
+
+  // Each thread reads what another one wrote, whole and as a random range
+  // that must equal the same slice of the whole read.
+  const auto get_start = Clock::now();
+  run([&](size_t t, NodeClient& client) {
+    std::mt19937_64 rng(100 + t);
+    for (size_t i = (t + 3) % kThreads; i < kShards; i += kThreads) {
+      auto whole = client.Get(ep, key_of(i), 0, kMaxShardBytes);
+      if (!whole.ok()) {
+        errors.Add("get " + key_of(i).ToString() + ": " + whole.status().ToString());
+        continue;
+      }
+      if (whole->bytes.size() != lengths[i] || whole->shard_length != lengths[i] ||
+          Hash(whole->bytes) != hashes[i]) {
+        errors.Add("get " + key_of(i).ToString() + ": wrong bytes");
+        continue;
+      }
+      uint64_t offset = rng() % lengths[i];
+      uint64_t length = 1 + rng() % 8192;
+      auto part = client.Get(ep, key_of(i), offset, length);
+      if (!part.ok() || part->bytes != whole->bytes.substr(offset, length)) {
+        errors.Add("range read of " + key_of(i).ToString() + " is wrong");
+      }
+    }
+  });
+  const auto get_time = Clock::now() - get_start;
+  EXPECT_EQ(errors.count(), 0u) << errors.Summary();
+
+  // The inventory, paged, lists exactly the shards put, with their hashes.
+  std::map<ShardKey, size_t> expected;
+  for (size_t i = 0; i < kShards; ++i) expected[key_of(i)] = i;
+  std::optional<ShardKey> after;
+  size_t listed = 0;
+  for (int page = 0; page < 100; ++page) {
+    auto inv = shared.Inventory(ep, after, 1000);
+    ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+    for (const auto& e : inv->entries) {
+      auto it = expected.find(e.key);
+      ASSERT_NE(it, expected.end()) << "unexpected shard " << e.key.ToString();
+      EXPECT_EQ(e.length, lengths[it->second]);
+      EXPECT_EQ(e.checksum, hashes[it->second]);
+      ++listed;
+      after = e.key;
+    }
+    if (!inv->more) break;
+  }
+  EXPECT_EQ(listed, kShards);
+  auto info = shared.Info(ep);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->shard_count, kShards);
+  uint64_t data_bytes = 0;
+  for (uint64_t l : lengths) data_bytes += l;
+  EXPECT_GE(info->used, data_bytes);
+  std::cout << "put " << kShards << " shards (" << data_bytes / (1 << 20) << " MiB) in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(put_time).count()
+            << " ms, read them back in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(get_time).count() << " ms\n";
+
+  int status = node.Stop(SIGTERM, 10s);
+  EXPECT_TRUE(DaemonProcess::ExitedWith(status, 0)) << "wait status " << status;
+}
+
+// A byte flipped on disk fails exactly the 64 KiB block that holds it: every
+// read touching that block is kCorrupt, every other read returns the right
+// bytes. A flipped header byte fails every read of its shard.
+TEST_F(NodeTest, FlippedByteFailsOnlyItsBlock) {
+  const uint16_t port = FreeTcpPort();
+  ASSERT_NE(port, 0);
+  const std::string data_dir = dir_.Sub("data");
+  DaemonProcess node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, data_dir, port, "node.log"));
+  const std::string ep = Endpoint(port);
+  NodeClient client(context_);
+
+  constexpr uint64_t kBlock = kDefaultBlockSize;
+  constexpr uint64_t kLength = 5 * kBlock - 1000;  // blocks 0..4, the last one short
+  constexpr uint64_t kBadBlock = 2;
+  std::mt19937_64 rng(42);
+  const std::string data = RandomBytes(rng, kLength);
+  const ShardKey key{77, 3, 9};
+  const ShardKey other{77, 4, 9};
+  ASSERT_TRUE(client.Put(ep, key, data, /*sync=*/true, Hash(data)).ok());
+  ASSERT_TRUE(client.Put(ep, other, data, /*sync=*/true, Hash(data)).ok());
+
+  const std::string path = FindShardFile(data_dir, key);
+  ASSERT_FALSE(path.empty()) << "no file for " << key.ToString();
+  const uint64_t data_offset = ShardDataOffset(kLength, kDefaultBlockSize);
+  ASSERT_EQ(data_offset % 4096, 0u);
+  ASSERT_EQ(std::filesystem::file_size(path), data_offset + kLength);
+  {
+    int fd = ::open(path.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    const uint64_t at = data_offset + kBadBlock * kBlock + 777;
+    char byte = 0;
+    ASSERT_EQ(::pread(fd, &byte, 1, static_cast<off_t>(at)), 1);
+    ASSERT_EQ(byte, data[kBadBlock * kBlock + 777]);  // the layout is as documented
+    byte ^= 0x5a;
+    ASSERT_EQ(::pwrite(fd, &byte, 1, static_cast<off_t>(at)), 1);
+    ::close(fd);
+  }
+
+  auto expect_read = [&](uint64_t offset, uint64_t length, bool touches_bad_block) {
+    auto r = client.Get(ep, key, offset, length);
+    if (touches_bad_block) {
+      ASSERT_FALSE(r.ok()) << "read [" << offset << ", +" << length << ") hid the corruption";
+      EXPECT_EQ(r.status().code(), ErrorCode::kCorrupt) << r.status().ToString();
+    } else {
+      ASSERT_TRUE(r.ok()) << "read [" << offset << ", +" << length
+                          << "): " << r.status().ToString();
+      EXPECT_EQ(r->bytes, data.substr(offset, length))
+          << "read [" << offset << ", +" << length << ")";
+    }
+  };
+  auto touches = [&](uint64_t offset, uint64_t length) {
+    uint64_t end = std::min(offset + length, kLength);
+    return offset < (kBadBlock + 1) * kBlock && end > kBadBlock * kBlock;
+  };
+
+  // Every 4 KiB page of the shard: only the sixteen inside block 2 fail,
+  // including those far from the flipped byte.
+  for (uint64_t offset = 0; offset < kLength; offset += 4096) {
+    ASSERT_NO_FATAL_FAILURE(expect_read(offset, 4096, touches(offset, 4096)));
+  }
+  // Whole blocks, ranges across block edges, and the whole shard.
+  for (uint64_t b = 0; b < 5; ++b) {
+    ASSERT_NO_FATAL_FAILURE(expect_read(b * kBlock, kBlock, b == kBadBlock));
+  }
+  ASSERT_NO_FATAL_FAILURE(expect_read(kBadBlock * kBlock - 10, 20, true));
+  ASSERT_NO_FATAL_FAILURE(expect_read((kBadBlock + 1) * kBlock - 10, 20, true));
+  ASSERT_NO_FATAL_FAILURE(expect_read(kBadBlock * kBlock - 4096, 4096, false));
+  ASSERT_NO_FATAL_FAILURE(expect_read((kBadBlock + 1) * kBlock, 4096, false));
+  ASSERT_NO_FATAL_FAILURE(expect_read(0, kLength, true));
+  ASSERT_NO_FATAL_FAILURE(expect_read(0, 2 * kBlock, false));
+  ASSERT_NO_FATAL_FAILURE(expect_read(3 * kBlock, kLength, false));
+
+  // The hedged read reports the bad replica for repair.
+  std::vector<std::pair<size_t, Status>> failures;
+  auto hedged = client.GetFromAny({ep}, key, 0, kLength, 100ms, &failures);
+  EXPECT_FALSE(hedged.ok());
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].second.code(), ErrorCode::kCorrupt);
+
+  // A flipped byte in the header (here the data length) fails every read.
+  const std::string other_path = FindShardFile(data_dir, other);
+  ASSERT_FALSE(other_path.empty());
+  {
+    int fd = ::open(other_path.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char byte = 0;
+    ASSERT_EQ(::pread(fd, &byte, 1, 16), 1);
+    byte ^= 0x01;
+    ASSERT_EQ(::pwrite(fd, &byte, 1, 16), 1);
+    ::close(fd);
+  }
+  for (uint64_t offset : {uint64_t{0}, 4 * kBlock}) {
+    auto r = client.Get(ep, other, offset, 4096);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), ErrorCode::kCorrupt) << r.status().ToString();
+  }
+  // The node itself is unharmed.
+  EXPECT_TRUE(client.Ping(ep).ok());
+  EXPECT_TRUE(node.Running());
+}
+
+// SIGTERM, even in the middle of a stream of writes, ends the node with exit
+// code 0 within a few seconds; after a restart on the same directory it has
+// the same id (DIR/node.id) and every shard it acknowledged with sync.
+TEST_F(NodeTest, SigtermExitsCleanlyAndIdSurvivesRestart) {
+  const uint16_t port = FreeTcpPort();
+  ASSERT_NE(port, 0);
+  const std::string data_dir = dir_.Sub("data");
+  const std::string ep = Endpoint(port);
+  DaemonProcess node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, data_dir, port, "node-1.log"));
+
+  NodeClient::Options options;
+  options.attempt_timeout = 2s;
+  options.attempts = 1;
+  NodeClient client(context_, options);
+  auto info = client.Info(ep);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  const std::string id = info->node_id;
+  EXPECT_EQ(id.size(), 32u);
+  std::string id_file = ReadFile(data_dir + "/node.id");
+  while (!id_file.empty() && std::isspace(static_cast<unsigned char>(id_file.back()))) {
+    id_file.pop_back();
+  }
+  EXPECT_EQ(id_file, id);
+
+  // A writer keeps putting 1 MiB shards (synced) while SIGTERM arrives.
+  std::mutex mu;
+  std::map<ShardKey, uint64_t> acked;
+  std::atomic<bool> stop{false};
+  std::atomic<size_t> puts{0};
+  std::thread writer([&] {
+    NodeClient own(context_, options);
+    std::mt19937_64 rng(5);
+    for (uint32_t i = 0; !stop; ++i) {
+      std::string data = RandomBytes(rng, 1 << 20);
+      ShardKey key{5, i, 1};
+      if (!own.Put(ep, key, data, /*sync=*/true, Hash(data)).ok()) break;
+      std::lock_guard<std::mutex> lock(mu);
+      acked[key] = Hash(data);
+      ++puts;
+    }
+  });
+  ASSERT_TRUE(WaitUntil([&] { return puts >= 5; }, 20s)) << "the writer made no progress";
+
+  const auto term_at = Clock::now();
+  ASSERT_TRUE(node.Signal(SIGTERM).ok());
+  auto status = node.WaitForExit(5s);
+  const auto took = Clock::now() - term_at;
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(status.has_value()) << "shardfs-node still running 5 s after SIGTERM";
+  EXPECT_TRUE(DaemonProcess::ExitedWith(*status, 0)) << "wait status " << *status;
+  EXPECT_LT(took, 5s);
+  EXPECT_NE(node.ReadLog().find("shutting down"), std::string::npos);
+
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, data_dir, port, "node-2.log"));
+  auto again = client.Info(ep);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->node_id, id);
+  EXPECT_EQ(ReadFile(data_dir + "/node.id").substr(0, id.size()), id);
+  ASSERT_GE(acked.size(), 5u);
+  for (const auto& [key, hash] : acked) {
+    auto r = client.Get(ep, key, 0, kMaxShardBytes);
+    ASSERT_TRUE(r.ok()) << key.ToString() << ": " << r.status().ToString();
+    EXPECT_EQ(Hash(r->bytes), hash) << key.ToString();
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(data_dir + "/tmp"));
+
+  // And an idle node stops cleanly too.
+  int idle_status = node.Stop(SIGTERM, 5s);
+  EXPECT_TRUE(DaemonProcess::ExitedWith(idle_status, 0)) << "wait status " << idle_status;
+}
+
+// Two nodes: a shard put to both is read from the first; when the first is
+// frozen (SIGSTOP) the hedged read gets it from the second well within 2 s;
+// when the first is killed, likewise, and a put to both reports the dead one.
+TEST_F(NodeTest, HedgedReadAroundAFrozenOrDeadNode) {
+  const uint16_t port_a = FreeTcpPort();
+  const uint16_t port_b = FreeTcpPort();
+  ASSERT_NE(port_a, 0);
+  ASSERT_NE(port_b, 0);
+  ASSERT_NE(port_a, port_b);
+  DaemonProcess a;
+  DaemonProcess b;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&a, dir_.Sub("a"), port_a, "node-a.log"));
+  ASSERT_NO_FATAL_FAILURE(StartNode(&b, dir_.Sub("b"), port_b, "node-b.log"));
+  const std::vector<std::string> both = {Endpoint(port_a), Endpoint(port_b)};
+
+  NodeClient::Options options;
+  options.attempt_timeout = 1500ms;
+  options.attempts = 1;
+  NodeClient client(context_, options);
+  std::mt19937_64 rng(9);
+  const std::string data = RandomBytes(rng, 3 << 20);
+  const uint64_t hash = Hash(data);
+  const ShardKey key{12, 0, 1};
+  auto puts = client.PutToAll(both, key, data, /*sync=*/false, hash);
+  ASSERT_EQ(puts.size(), 2u);
+  ASSERT_TRUE(puts[0].ok()) << puts[0].ToString();
+  ASSERT_TRUE(puts[1].ok()) << puts[1].ToString();
+  for (const auto& ep : both) {
+    auto stat = client.Stat(ep, key);
+    ASSERT_TRUE(stat.ok()) << ep << ": " << stat.status().ToString();
+    EXPECT_EQ(stat->checksum, hash);
+  }
+
+  constexpr auto kHedge = 100ms;
+  auto timed_read = [&](size_t expect_replica) {
+    const auto start = Clock::now();
+    auto r = client.GetFromAny(both, key, 0, kMaxShardBytes, kHedge);
+    const auto took = Clock::now() - start;
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->replica_index, expect_replica);
+    EXPECT_EQ(Hash(r->bytes), hash);
+    EXPECT_LT(took, 2s) << "hedged read took "
+                        << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                        << " ms";
+  };
+  ASSERT_NO_FATAL_FAILURE(timed_read(0));
+
+  // Frozen: connected, accepting bytes, never answering.
+  ASSERT_TRUE(a.Signal(SIGSTOP).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(timed_read(1));
+  ASSERT_TRUE(a.Signal(SIGCONT).ok());
+  ASSERT_TRUE(WaitUntil([&] { return client.Ping(both[0]).ok(); }, 10s));
+  ASSERT_NO_FATAL_FAILURE(timed_read(0));
+
+  // Dead: the connection is gone.
+  a.Kill();
+  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(timed_read(1));
+  const ShardKey key2{12, 1, 1};
+  auto after_death = client.PutToAll(both, key2, data, /*sync=*/false, hash);
+  ASSERT_EQ(after_death.size(), 2u);
+  EXPECT_FALSE(after_death[0].ok());
+  EXPECT_TRUE(after_death[1].ok()) << after_death[1].ToString();
+  EXPECT_TRUE(b.Running());
+}
+
+}  // namespace
+}  // namespace shardfs
