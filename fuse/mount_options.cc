@@ -6,7 +6,9 @@
 namespace shardfs {
 namespace {
 
-Status Bad(const std::string& what) { return Status::Error(ErrorCode::kInvalidArgument, what); }
+Status Bad(const std::string& what) {
+  return Status::Error(ErrorCode::kInvalidArgument, what);
+}
 
 Result<double> ParseSeconds(const std::string& key, const std::string& value) {
   char* end = nullptr;
@@ -49,9 +51,9 @@ Status ApplyOption(const std::string& option, MountOptions* out) {
   } else if (key == "defaults" || key == "sync" || key == "async" || key == "dirsync" ||
              key == "lazytime" || key == "nolazytime" || key == "strictatime" ||
              key == "nodiratime" || key == "diratime" || key == "users" || key == "owner" ||
-             key == "group" || key == "x-systemd.automount" || key == "auto" || key == "noauto" || key == "user" ||
-             key == "nouser" || key == "_netdev" || key == "nofail" || key == "exec" ||
-             key == "noexec" || key == "suid" || key == "nosuid" || key == "dev" ||
+             key == "group" || key == "x-systemd.automount" || key == "auto" || key == "noauto" ||
+             key == "user" || key == "nouser" || key == "_netdev" || key == "nofail" ||
+             key == "exec" || key == "noexec" || key == "suid" || key == "nosuid" || key == "dev" ||
              key == "nodev" || key == "atime" || key == "noatime" || key == "relatime") {
     // fstab and mount(8) words that need nothing from us.
   } else {

@@ -22,9 +22,13 @@ struct ShardFs::DirListing {
 
 namespace {
 
-ShardFs* Self(fuse_req_t req) { return static_cast<ShardFs*>(fuse_req_userdata(req)); }
+ShardFs* Self(fuse_req_t req) {
+  return static_cast<ShardFs*>(fuse_req_userdata(req));
+}
 
-void ReplyStatus(fuse_req_t req, const Status& st) { fuse_reply_err(req, st.ok() ? 0 : st.ToErrno()); }
+void ReplyStatus(fuse_req_t req, const Status& st) {
+  fuse_reply_err(req, st.ok() ? 0 : st.ToErrno());
+}
 
 int64_t ToNs(const struct timespec& ts) {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
@@ -43,13 +47,20 @@ struct timespec ToTimespec(int64_t ns) {
 
 FileType TypeFromMode(mode_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFDIR: return FileType::kDirectory;
-    case S_IFLNK: return FileType::kSymlink;
-    case S_IFIFO: return FileType::kFifo;
-    case S_IFSOCK: return FileType::kSocket;
-    case S_IFCHR: return FileType::kCharDevice;
-    case S_IFBLK: return FileType::kBlockDevice;
-    default: return FileType::kRegular;
+    case S_IFDIR:
+      return FileType::kDirectory;
+    case S_IFLNK:
+      return FileType::kSymlink;
+    case S_IFIFO:
+      return FileType::kFifo;
+    case S_IFSOCK:
+      return FileType::kSocket;
+    case S_IFCHR:
+      return FileType::kCharDevice;
+    case S_IFBLK:
+      return FileType::kBlockDevice;
+    default:
+      return FileType::kRegular;
   }
 }
 
@@ -226,8 +237,7 @@ void ShardFs::Readlink(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_readlink(req, target->c_str());
 }
 
-void ShardFs::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
-                    dev_t rdev) {
+void ShardFs::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   if (ReadOnlyReject(req)) return;
   MknodRequest r;
   r.parent = parent;
@@ -368,8 +378,7 @@ void ShardFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   fuse_reply_create(req, &e, fi);
 }
 
-void ShardFs::Read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
-                   fuse_file_info* fi) {
+void ShardFs::Read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi) {
   auto* handle = reinterpret_cast<Handle*>(fi->fh);
   auto bytes = handle->file->Read(static_cast<uint64_t>(off), size);
   if (!bytes.ok()) return ReplyStatus(req, bytes.status());
@@ -610,8 +619,9 @@ const fuse_lowlevel_ops* ShardFs::Operations() {
       Self(req)->ReleaseDir(req, ino, fi);
     };
     o.statfs = [](fuse_req_t req, fuse_ino_t ino) { Self(req)->StatFs(req, ino); };
-    o.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* n, const char* v, size_t s,
-                    int f) { Self(req)->SetXattr(req, ino, n, v, s, f); };
+    o.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* n, const char* v, size_t s, int f) {
+      Self(req)->SetXattr(req, ino, n, v, s, f);
+    };
     o.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* n, size_t s) {
       Self(req)->GetXattr(req, ino, n, s);
     };

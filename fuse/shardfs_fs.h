@@ -59,8 +59,7 @@ class ShardFs {
               const char* newname, unsigned int flags);
   void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname);
   void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
-  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
-              fuse_file_info* fi);
+  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
   void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
   void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
              fuse_file_info* fi);

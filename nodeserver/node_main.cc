@@ -1,6 +1,7 @@
 // shardfs-node: stores shards on this machine's disk and serves them.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 
 #include "nodeserver/node_server.h"
 #include "src/byte_size.h"

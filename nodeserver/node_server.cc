@@ -52,7 +52,9 @@ Result<std::unique_ptr<NodeServer>> NodeServer::Start(zmq::context_t& context,
   return server;
 }
 
-NodeServer::~NodeServer() { Stop(); }
+NodeServer::~NodeServer() {
+  Stop();
+}
 
 void NodeServer::Stop() {
   if (rpc_) rpc_->Stop();
@@ -150,7 +152,8 @@ RpcReply NodeServer::Handle(RpcRequest& request) {
       InventoryReply reply;
       reply.more = list->size() > req->max;
       if (reply.more) list->pop_back();
-      for (const auto& info : *list) reply.entries.push_back({info.key, info.length, info.checksum});
+      for (const auto& info : *list)
+        reply.entries.push_back({info.key, info.length, info.checksum});
       return RpcReply::Ok(type, reply.Encode());
     }
 

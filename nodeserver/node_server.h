@@ -6,10 +6,9 @@
 // and the node's id, so every request can run on any worker.
 #pragma once
 
-#include <zmq.hpp>
-
 #include <memory>
 #include <string>
+#include <zmq.hpp>
 
 #include "src/rpc_server.h"
 #include "src/shard_store.h"

@@ -18,8 +18,8 @@
 
 #include "nodeserver/registry_namespace.h"
 #include "nodeserver/registry_server.h"
-#include "src/namespace_db.h"
 #include "src/byte_size.h"
+#include "src/namespace_db.h"
 #include "src/termination_signal.h"
 #include "src/unique_fd.h"
 

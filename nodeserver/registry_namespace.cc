@@ -38,7 +38,9 @@ RegistryNamespace::RegistryNamespace(zmq::context_t& context, NamespaceDb* db,
       nodes_(context, NodeClient::Options{std::chrono::milliseconds(2000), 1,
                                           std::chrono::milliseconds(50)}) {}
 
-RegistryNamespace::~RegistryNamespace() { Stop(); }
+RegistryNamespace::~RegistryNamespace() {
+  Stop();
+}
 
 void RegistryNamespace::Start() {
   gc_thread_ = std::thread([this] { GarbageLoop(); });
@@ -295,8 +297,8 @@ RpcReply RegistryNamespace::AllocateShards(const AllocateShardsRequest& request)
   if (attrs->type != FileType::kRegular) {
     return RpcReply::Error(Status::Error(ErrorCode::kInvalidArgument, "not a regular file"));
   }
-  const uint32_t goal = attrs->replication_goal ? attrs->replication_goal
-                                                : options_.default_replicas;
+  const uint32_t goal =
+      attrs->replication_goal ? attrs->replication_goal : options_.default_replicas;
   const uint32_t min_replicas = std::min<uint32_t>(2, goal);
   ClusterMap map = membership_->Map();
   std::vector<PlacementCandidate> candidates;
@@ -317,9 +319,10 @@ RpcReply RegistryNamespace::AllocateShards(const AllocateShardsRequest& request)
     p.replicas = PlaceShard(ShardKey{request.ino, index, *generation}, candidates, goal,
                             options_.default_shard_size);
     if (p.replicas.size() < min_replicas) {
-      return RpcReply::Error(Status::Error(
-          ErrorCode::kUnavailable, std::to_string(p.replicas.size()) + " live nodes can take data, " +
-                                       std::to_string(min_replicas) + " needed"));
+      return RpcReply::Error(
+          Status::Error(ErrorCode::kUnavailable, std::to_string(p.replicas.size()) +
+                                                     " live nodes can take data, " +
+                                                     std::to_string(min_replicas) + " needed"));
     }
     named.insert(named.end(), p.replicas.begin(), p.replicas.end());
     reply.placements.push_back(std::move(p));
@@ -337,7 +340,8 @@ RpcReply RegistryNamespace::GetShardTable(const GetShardTableRequest& request) {
   reply.attrs = *attrs;
   reply.shards = std::move(*shards);
   std::vector<std::string> named;
-  for (const auto& e : reply.shards) named.insert(named.end(), e.replicas.begin(), e.replicas.end());
+  for (const auto& e : reply.shards)
+    named.insert(named.end(), e.replicas.begin(), e.replicas.end());
   reply.nodes = AddressesOf(named);
   return RpcReply::Ok(MessageType::kGetShardTable, reply.Encode());
 }
@@ -366,8 +370,7 @@ RpcReply RegistryNamespace::SetReplicas(const SetReplicasRequest& request) {
     pending.pop_back();
     auto applied = db_->Mutate(SetReplicationGoalOp{ino, request.goal, 0});
     if (!applied.ok()) return RpcReply::Error(applied.status());
-    if (!request.recursive || !applied->attrs ||
-        applied->attrs->type != FileType::kDirectory) {
+    if (!request.recursive || !applied->attrs || applied->attrs->type != FileType::kDirectory) {
       continue;
     }
     std::string after;
@@ -375,7 +378,8 @@ RpcReply RegistryNamespace::SetReplicas(const SetReplicasRequest& request) {
       auto page = db_->store().ReadDir(ino, after, 1000, false);
       if (!page.ok()) return RpcReply::Error(page.status());
       for (const auto& e : page->entries) {
-        if (e.type == FileType::kRegular || e.type == FileType::kDirectory) pending.push_back(e.ino);
+        if (e.type == FileType::kRegular || e.type == FileType::kDirectory)
+          pending.push_back(e.ino);
       }
       if (!page->more || page->entries.empty()) break;
       after = page->entries.back().name;
@@ -386,8 +390,8 @@ RpcReply RegistryNamespace::SetReplicas(const SetReplicasRequest& request) {
 
 size_t RegistryNamespace::CollectGarbage() {
   const int64_t cutoff =
-      RealtimeNs() - std::chrono::duration_cast<std::chrono::nanoseconds>(options_.garbage_grace)
-                         .count();
+      RealtimeNs() -
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.garbage_grace).count();
   auto garbage = db_->store().ListGarbage(cutoff, 256);
   if (garbage.empty()) return 0;
   ClusterMap map = membership_->Map();

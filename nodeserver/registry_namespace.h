@@ -6,13 +6,12 @@
 // passed, so a reader still holding an old shard table is not cut off.
 #pragma once
 
-#include <zmq.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <zmq.hpp>
 
 #include "nodeserver/membership.h"
 #include "nodeserver/registry_server.h"
@@ -66,7 +65,7 @@ class RegistryNamespace : public NamespaceService {
   // Generations come from the inode id counter, reserved in blocks so that
   // only one write in many waits for a log record of its own.
   std::mutex generation_mu_;
-  uint64_t next_generation_ = 0;  // guarded by generation_mu_
+  uint64_t next_generation_ = 0;   // guarded by generation_mu_
   uint64_t generation_limit_ = 0;  // guarded by generation_mu_
 
   std::mutex gc_mu_;

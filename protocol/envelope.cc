@@ -25,7 +25,8 @@ std::string EncodeHeader(uint16_t type, uint64_t request_id, const FieldWriter& 
 
 Result<Envelope> DecodeHeader(std::string_view bytes) {
   if (bytes.empty()) return Status::Error(ErrorCode::kBadMessage, "empty header");
-  if (bytes.size() > kMaxHeaderBytes) return Status::Error(ErrorCode::kTooLarge, "header too large");
+  if (bytes.size() > kMaxHeaderBytes)
+    return Status::Error(ErrorCode::kTooLarge, "header too large");
   auto zone = std::make_shared<msgpack::object_handle>();
   std::size_t offset = 0;
   try {
@@ -33,7 +34,8 @@ Result<Envelope> DecodeHeader(std::string_view bytes) {
   } catch (const std::exception& e) {
     return Status::Error(ErrorCode::kBadMessage, std::string("undecodable header: ") + e.what());
   }
-  if (offset != bytes.size()) return Status::Error(ErrorCode::kBadMessage, "trailing bytes after header");
+  if (offset != bytes.size())
+    return Status::Error(ErrorCode::kBadMessage, "trailing bytes after header");
   const msgpack::object& root = zone->get();
   if (root.type != msgpack::type::ARRAY || root.via.array.size != 4) {
     return Status::Error(ErrorCode::kBadMessage, "header is not a 4-item array");

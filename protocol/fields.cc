@@ -4,7 +4,8 @@ namespace shardfs {
 namespace {
 
 Status Bad(std::string_view key, std::string_view what) {
-  return Status::Error(ErrorCode::kBadMessage, "field '" + std::string(key) + "' " + std::string(what));
+  return Status::Error(ErrorCode::kBadMessage,
+                       "field '" + std::string(key) + "' " + std::string(what));
 }
 
 }  // namespace

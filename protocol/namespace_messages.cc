@@ -291,7 +291,10 @@ Result<ReadDirReply> ReadDirReply::Decode(const FieldReader& r) {
 
 FieldWriter StatFsReply::Encode() const {
   FieldWriter w;
-  w.U64("total", total_bytes).U64("free", free_bytes).U64("inodes", inodes).U64("nodes", live_nodes);
+  w.U64("total", total_bytes)
+      .U64("free", free_bytes)
+      .U64("inodes", inodes)
+      .U64("nodes", live_nodes);
   return w;
 }
 

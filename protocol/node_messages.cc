@@ -174,7 +174,8 @@ FieldWriter InventoryReply::Encode() const {
 
 Result<InventoryReply> InventoryReply::Decode(const FieldReader& r) {
   InventoryReply m;
-  SHARDFS_ASSIGN_OR_RETURN(std::vector<FieldReader> items, r.MapArray("entries", kMaxInventoryPage));
+  SHARDFS_ASSIGN_OR_RETURN(std::vector<FieldReader> items,
+                           r.MapArray("entries", kMaxInventoryPage));
   for (const auto& item : items) {
     InventoryEntry e;
     SHARDFS_ASSIGN_OR_RETURN(e.key, DecodeShardKey(item));

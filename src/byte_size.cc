@@ -25,11 +25,20 @@ Result<uint64_t> ParseByteSize(std::string_view text) {
     shift = 0;
   } else {
     switch (std::toupper(static_cast<unsigned char>(unit[0]))) {
-      case 'K': shift = 10; break;
-      case 'M': shift = 20; break;
-      case 'G': shift = 30; break;
-      case 'T': shift = 40; break;
-      default: return bad();
+      case 'K':
+        shift = 10;
+        break;
+      case 'M':
+        shift = 20;
+        break;
+      case 'G':
+        shift = 30;
+        break;
+      case 'T':
+        shift = 40;
+        break;
+      default:
+        return bad();
     }
     std::string_view rest = unit.substr(1);
     if (!(rest.empty() || rest == "B" || rest == "iB" || rest == "ib")) return bad();

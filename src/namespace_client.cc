@@ -7,7 +7,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-Status StatusOf(const Result<RpcResponse>& r) { return r.ok() ? Status::Ok() : r.status(); }
+Status StatusOf(const Result<RpcResponse>& r) {
+  return r.ok() ? Status::Ok() : r.status();
+}
 
 bool IsTransient(ErrorCode code) {
   return code == ErrorCode::kTimeout || code == ErrorCode::kUnavailable || code == ErrorCode::kBusy;
@@ -33,9 +35,8 @@ Result<RpcResponse> NamespaceClient::CallWithBudget(MessageType type, const Fiel
     if (!may_resend(r.status().code()) ||
         Clock::now() + std::chrono::milliseconds(100) >= deadline) {
       unreachable_ = true;
-      return Status::Error(r.status().code(),
-                           "registry " + channel_.endpoint() + " unreachable: " +
-                               r.status().message());
+      return Status::Error(r.status().code(), "registry " + channel_.endpoint() +
+                                                  " unreachable: " + r.status().message());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -117,8 +118,7 @@ Result<StatFsReply> NamespaceClient::StatFs() {
 
 Status NamespaceClient::SetXattr(uint64_t ino, const std::string& name, const std::string& value,
                                  uint32_t flags) {
-  return StatusOf(
-      Mutate(MessageType::kSetXattr, XattrRequest{ino, name, value, flags}.Encode()));
+  return StatusOf(Mutate(MessageType::kSetXattr, XattrRequest{ino, name, value, flags}.Encode()));
 }
 
 Result<std::string> NamespaceClient::GetXattr(uint64_t ino, const std::string& name) {
@@ -157,9 +157,8 @@ Result<InodeAttrs> NamespaceClient::CommitShards(const CommitShardsRequest& requ
 
 Result<ShardTableReply> NamespaceClient::GetShardTable(uint64_t ino, uint32_t first,
                                                        uint32_t count) {
-  SHARDFS_ASSIGN_OR_RETURN(
-      RpcResponse r,
-      Read(MessageType::kGetShardTable, GetShardTableRequest{ino, first, count}.Encode()));
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Read(MessageType::kGetShardTable,
+                                               GetShardTableRequest{ino, first, count}.Encode()));
   return ShardTableReply::Decode(r.header.fields);
 }
 

@@ -6,12 +6,11 @@
 // never sent (a lost reply cannot tell whether the change happened).
 #pragma once
 
-#include <zmq.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
+#include <zmq.hpp>
 
 #include "protocol/namespace_messages.h"
 #include "src/rpc_channel.h"

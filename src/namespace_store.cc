@@ -88,6 +88,8 @@ Result<const Inode*> NamespaceStore::FindDirConst(uint64_t ino) const {
 
 Status NamespaceStore::CheckNewIno(uint64_t ino) const {
   if (ino == 0) return Err(ErrorCode::kInvalidArgument, "create without an inode id");
+  // The counter must stay above every id: id + 1 has to fit.
+  if (ino == UINT64_MAX) return Err(ErrorCode::kNoSpace, "inode ids are exhausted");
   if (inodes_.contains(ino)) {
     return Err(ErrorCode::kInvalidArgument, fmt::format("inode id {} is in use", ino));
   }
@@ -167,8 +169,10 @@ void NamespaceStore::DropLink(Inode& inode, bool keep_orphan, int64_t time_ns, A
 void NamespaceStore::TruncateShards(Inode& inode, uint64_t new_size, int64_t time_ns,
                                     ApplyResult* r) {
   const uint64_t shard_size = inode.attrs.shard_size;
-  // First index that lies wholly past the new end.
-  const uint64_t first_dropped = (new_size + shard_size - 1) / shard_size;
+  // First index that lies wholly past the new end. Rounded up without
+  // adding first: new_size + shard_size - 1 wraps for sizes near 2^64 and
+  // would drop every shard of a file that only grew.
+  const uint64_t first_dropped = new_size / shard_size + (new_size % shard_size != 0 ? 1 : 0);
   auto it = inode.shards.lower_bound(
       static_cast<uint32_t>(std::min<uint64_t>(first_dropped, UINT32_MAX)));
   if (first_dropped <= UINT32_MAX) {
@@ -180,7 +184,10 @@ void NamespaceStore::TruncateShards(Inode& inode, uint64_t new_size, int64_t tim
   // The shard holding the new end keeps only the bytes before it.
   if (new_size > 0) {
     const uint64_t last = (new_size - 1) / shard_size;
-    auto last_it = inode.shards.find(static_cast<uint32_t>(last));
+    // Past index 2^32 - 1 there is no such shard; a narrowing cast would
+    // shorten an unrelated low one.
+    auto last_it =
+        last <= UINT32_MAX ? inode.shards.find(static_cast<uint32_t>(last)) : inode.shards.end();
     if (last_it != inode.shards.end()) {
       const uint64_t keep = new_size - last * shard_size;
       if (last_it->second.length > keep) last_it->second.length = keep;

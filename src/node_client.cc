@@ -60,9 +60,8 @@ Status NodeClient::Put(const std::string& endpoint, const ShardKey& key, std::st
 Result<PutShardReply> NodeClient::PutPatched(const std::string& endpoint,
                                              const PutPatchedShardRequest& request,
                                              std::string_view payload) {
-  SHARDFS_ASSIGN_OR_RETURN(
-      RpcResponse r,
-      CallWithRetry(endpoint, MessageType::kPutPatchedShard, request.Encode(), payload, true));
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, CallWithRetry(endpoint, MessageType::kPutPatchedShard,
+                                                        request.Encode(), payload, true));
   return PutShardReply::Decode(r.header.fields);
 }
 
@@ -99,8 +98,8 @@ Result<ShardRead> ToShardRead(RpcResponse& r, size_t replica_index) {
 
 }  // namespace
 
-Result<ShardRead> NodeClient::Get(const std::string& endpoint, const ShardKey& key,
-                                  uint64_t offset, uint64_t length) {
+Result<ShardRead> NodeClient::Get(const std::string& endpoint, const ShardKey& key, uint64_t offset,
+                                  uint64_t length) {
   GetShardRequest req{key, offset, length};
   SHARDFS_ASSIGN_OR_RETURN(RpcResponse r,
                            CallWithRetry(endpoint, MessageType::kGetShard, req.Encode()));
@@ -113,8 +112,8 @@ Status NodeClient::Delete(const std::string& endpoint, const ShardKey& key) {
 }
 
 Result<ShardStatReply> NodeClient::Stat(const std::string& endpoint, const ShardKey& key) {
-  SHARDFS_ASSIGN_OR_RETURN(
-      RpcResponse r, CallWithRetry(endpoint, MessageType::kStatShard, ShardKeyRequest{key}.Encode()));
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, CallWithRetry(endpoint, MessageType::kStatShard,
+                                                        ShardKeyRequest{key}.Encode()));
   return ShardStatReply::Decode(r.header.fields);
 }
 

@@ -7,8 +7,6 @@
 // read that asks the next replica when one is slow or fails.
 #pragma once
 
-#include <zmq.hpp>
-
 #include <chrono>
 #include <map>
 #include <memory>
@@ -16,6 +14,7 @@
 #include <span>
 #include <string>
 #include <vector>
+#include <zmq.hpp>
 
 #include "protocol/node_messages.h"
 #include "src/rpc_channel.h"

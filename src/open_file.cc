@@ -14,7 +14,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr uint32_t kTablePage = 1024;
 
-ShardKey KeyOf(uint64_t ino, const ShardEntry& e) { return ShardKey{ino, e.index, e.generation}; }
+ShardKey KeyOf(uint64_t ino, const ShardEntry& e) {
+  return ShardKey{ino, e.index, e.generation};
+}
 
 }  // namespace
 
@@ -166,8 +168,8 @@ Status OpenFile::ReadShardLocked(uint32_t index, uint64_t offset, std::span<char
           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start));
     }
     if (read->bytes.size() != want) {
-      return Status::Error(ErrorCode::kIoError, "short read from a replica of " +
-                                                    KeyOf(ino_, entry).ToString());
+      return Status::Error(ErrorCode::kIoError,
+                           "short read from a replica of " + KeyOf(ino_, entry).ToString());
     }
     std::memcpy(out.data(), read->bytes.data(), want);
   }
@@ -257,8 +259,7 @@ Status OpenFile::StoreFullLocked(uint32_t index, std::string data, bool sync) {
   const uint64_t checksum = ShardChecksum(
       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
   ShardEntry entry{index, placement.generation, data.size(), checksum, {}};
-  auto results =
-      dp_.nodes->PutToAll(endpoints, KeyOf(ino_, entry), data, sync, checksum);
+  auto results = dp_.nodes->PutToAll(endpoints, KeyOf(ino_, entry), data, sync, checksum);
   Status last;
   for (size_t i = 0; i < results.size(); ++i) {
     if (results[i].ok()) {
@@ -270,10 +271,10 @@ Status OpenFile::StoreFullLocked(uint32_t index, std::string data, bool sync) {
     }
   }
   if (entry.replicas.size() < alloc.min_replicas) {
-    return Status::Error(ErrorCode::kUnavailable,
-                         "shard stored on " + std::to_string(entry.replicas.size()) + " of " +
-                             std::to_string(alloc.min_replicas) +
-                             " required nodes: " + last.ToString());
+    return Status::Error(ErrorCode::kUnavailable, "shard stored on " +
+                                                      std::to_string(entry.replicas.size()) +
+                                                      " of " + std::to_string(alloc.min_replicas) +
+                                                      " required nodes: " + last.ToString());
   }
   table_[index] = entry;
   stored_[index] = std::move(entry);

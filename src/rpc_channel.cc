@@ -51,8 +51,8 @@ std::optional<Result<RpcResponse>> ReadReply(zmq::socket_t& socket, uint64_t req
   if (frames.size() > 2) {
     return Result<RpcResponse>(Status::Error(ErrorCode::kBadMessage, "reply has too many frames"));
   }
-  auto header = DecodeHeader(std::string_view(static_cast<const char*>(frames[0].data()),
-                                              frames[0].size()));
+  auto header =
+      DecodeHeader(std::string_view(static_cast<const char*>(frames[0].data()), frames[0].size()));
   if (!header.ok()) return Result<RpcResponse>(header.status());
   if (header->request_id != request_id) {
     // An error about an undecodable request carries id 0 and is ours.
@@ -130,7 +130,7 @@ std::vector<Result<RpcResponse>> RpcChannel::CallUntil(std::span<RpcCall> calls,
 }
 
 std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, size_t enough,
-                                                     std::chrono::milliseconds timeout) {
+                                                      std::chrono::milliseconds timeout) {
   const auto begin = Clock::now();
   const auto deadline = begin + timeout;
   const size_t n = calls.size();

@@ -9,9 +9,6 @@
 // parallel shard transfers and hedged reads.
 #pragma once
 
-#include <zmq.hpp>
-#include <zmq_addon.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -19,6 +16,8 @@
 #include <span>
 #include <string>
 #include <vector>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
 
 #include "protocol/envelope.h"
 #include "src/status.h"

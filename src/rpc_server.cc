@@ -12,7 +12,9 @@ std::string UniqueInprocName(const char* what) {
   return "inproc://rpc-" + std::string(what) + "-" + std::to_string(counter.fetch_add(1));
 }
 
-zmq::message_t CopyMessage(const zmq::message_t& m) { return zmq::message_t(m.data(), m.size()); }
+zmq::message_t CopyMessage(const zmq::message_t& m) {
+  return zmq::message_t(m.data(), m.size());
+}
 
 }  // namespace
 
@@ -41,7 +43,9 @@ RpcReply RpcReply::WithPayload(MessageType request_type, FieldWriter fields,
 RpcServer::RpcServer(zmq::context_t& context, Options options, RpcHandler handler)
     : context_(context), options_(std::move(options)), handler_(std::move(handler)) {}
 
-RpcServer::~RpcServer() { Stop(); }
+RpcServer::~RpcServer() {
+  Stop();
+}
 
 Status RpcServer::Start() {
   try {
@@ -153,8 +157,8 @@ void RpcServer::HandleIncoming(zmq::socket_t& router) {
               Status::Error(ErrorCode::kBadMessage, "a message has one or two frames"));
     return;
   }
-  auto header = DecodeHeader(std::string_view(static_cast<const char*>(frames[first].data()),
-                                              frames[first].size()));
+  auto header = DecodeHeader(
+      std::string_view(static_cast<const char*>(frames[first].data()), frames[first].size()));
   if (!header.ok()) {
     SendError(router, peer, 0, header.status());
     return;

@@ -8,9 +8,6 @@
 // A full queue is answered with kBusy instead of growing without bound.
 #pragma once
 
-#include <zmq.hpp>
-#include <zmq_addon.hpp>
-
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -19,6 +16,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
 
 #include "protocol/envelope.h"
 #include "src/status.h"
@@ -49,9 +48,9 @@ using RpcHandler = std::function<RpcReply(RpcRequest& request)>;
 class RpcServer {
  public:
   struct Options {
-    std::string endpoint;         // tcp://HOST:PORT; port 0 picks a free one
+    std::string endpoint;  // tcp://HOST:PORT; port 0 picks a free one
     int workers = 4;
-    size_t max_queued = 4096;     // requests waiting for a worker
+    size_t max_queued = 4096;  // requests waiting for a worker
     size_t max_payload = kMaxPayloadBytes;
   };
 

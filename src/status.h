@@ -22,7 +22,9 @@ class [[nodiscard]] Status {
   Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
-  static Status Error(ErrorCode code, std::string message) { return Status(code, std::move(message)); }
+  static Status Error(ErrorCode code, std::string message) {
+    return Status(code, std::move(message));
+  }
 
   bool ok() const { return code_ == ErrorCode::kOk; }
   ErrorCode code() const { return code_; }
@@ -67,18 +69,17 @@ class [[nodiscard]] Result {
 }  // namespace shardfs
 
 // Returns early from the enclosing function with the error of `expr`.
-#define SHARDFS_RETURN_IF_ERROR(expr)     \
-  do {                                    \
-    ::shardfs::Status _st = (expr);       \
-    if (!_st.ok()) return _st;            \
+#define SHARDFS_RETURN_IF_ERROR(expr) \
+  do {                                \
+    ::shardfs::Status _st = (expr);   \
+    if (!_st.ok()) return _st;        \
   } while (0)
 
 #define SHARDFS_CONCAT_INNER(a, b) a##b
 #define SHARDFS_CONCAT(a, b) SHARDFS_CONCAT_INNER(a, b)
 // Declares `lhs` from a Result, returning its Status from the enclosing
 // function when it is an error.
-#define SHARDFS_ASSIGN_OR_RETURN(lhs, expr)                        \
-  auto SHARDFS_CONCAT(_res_, __LINE__) = (expr);                   \
-  if (!SHARDFS_CONCAT(_res_, __LINE__).ok())                       \
-    return SHARDFS_CONCAT(_res_, __LINE__).status();               \
+#define SHARDFS_ASSIGN_OR_RETURN(lhs, expr)                                                   \
+  auto SHARDFS_CONCAT(_res_, __LINE__) = (expr);                                              \
+  if (!SHARDFS_CONCAT(_res_, __LINE__).ok()) return SHARDFS_CONCAT(_res_, __LINE__).status(); \
   lhs = std::move(SHARDFS_CONCAT(_res_, __LINE__)).value()

@@ -31,9 +31,8 @@ ClusterClient::ClusterClient(const std::string& registry_endpoint)
 }
 
 Result<ClusterMap> ClusterClient::Map() {
-  SHARDFS_ASSIGN_OR_RETURN(
-      RpcResponse r, registry_.Call(MessageType::kClusterMap, FieldWriter(),
-                                    std::chrono::milliseconds(5000)));
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, registry_.Call(MessageType::kClusterMap, FieldWriter(),
+                                                         std::chrono::milliseconds(5000)));
   return ClusterMap::Decode(r.header.fields);
 }
 

@@ -5,10 +5,9 @@
 // each CLI command is a few lines on top of it.
 #pragma once
 
-#include <zmq.hpp>
-
 #include <memory>
 #include <string>
+#include <zmq.hpp>
 
 #include "src/cluster_map.h"
 #include "src/latency_tracker.h"

@@ -2,6 +2,7 @@
 // machines without FUSE.
 #include <fcntl.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -9,7 +10,6 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <xxhash.h>
 
 #include "src/byte_size.h"
 #include "src/cli/cluster_client.h"
@@ -69,9 +69,14 @@ std::string TimeString(int64_t ns) {
 }
 
 json AttrsJson(const InodeAttrs& a) {
-  return json{{"ino", a.ino},       {"mode", ModeString(a)}, {"uid", a.uid},
-              {"gid", a.gid},       {"nlink", a.nlink},      {"size", a.size},
-              {"mtime_ns", a.mtime_ns}, {"shard_size", a.shard_size},
+  return json{{"ino", a.ino},
+              {"mode", ModeString(a)},
+              {"uid", a.uid},
+              {"gid", a.gid},
+              {"nlink", a.nlink},
+              {"size", a.size},
+              {"mtime_ns", a.mtime_ns},
+              {"shard_size", a.shard_size},
               {"replication_goal", a.replication_goal}};
 }
 
@@ -96,8 +101,8 @@ int Status_(ClusterClient& c, bool as_json) {
                      {"shards", n.shard_count}});
   }
   if (as_json) {
-    json out{{"epoch", map->epoch},       {"nodes", nodes},      {"nodes_up", up},
-             {"capacity", capacity},      {"used", used},        {"shards", shards}};
+    json out{{"epoch", map->epoch},  {"nodes", nodes}, {"nodes_up", up},
+             {"capacity", capacity}, {"used", used},   {"shards", shards}};
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -271,8 +276,8 @@ int Info(ClusterClient& c, const std::string& path, bool as_json) {
         json replicas = json::array();
         for (const auto& id : e.replicas) {
           const NodeRecord* n = map.ok() ? map->Find(id) : nullptr;
-          replicas.push_back({{"node", id},
-                              {"state", n ? std::string(NodeStateName(n->state)) : "unknown"}});
+          replicas.push_back(
+              {{"node", id}, {"state", n ? std::string(NodeStateName(n->state)) : "unknown"}});
         }
         shards.push_back({{"index", e.index},
                           {"generation", e.generation},

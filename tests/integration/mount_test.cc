@@ -18,8 +18,12 @@ namespace {
 
 // Every FUSE test must run in CI: a machine without /dev/fuse is a failure
 // there, and a skip only on a developer's machine.
-bool FuseAvailable() { return access("/dev/fuse", R_OK | W_OK) == 0; }
-bool InCi() { return std::getenv("CI") != nullptr; }
+bool FuseAvailable() {
+  return access("/dev/fuse", R_OK | W_OK) == 0;
+}
+bool InCi() {
+  return std::getenv("CI") != nullptr;
+}
 
 class MountTest : public ::testing::Test {
  protected:

@@ -83,13 +83,20 @@ class TestCluster {
   Status StartRegistry() {
     DaemonProcess::Options o;
     o.argv = {BuildPath("nodeserver/shardfs-registry"),
-              "--meta", dir_.path() + "/meta",
-              "--listen", registry_endpoint_,
-              "--beacon-port", std::to_string(beacon_port_),
-              "--replicas", std::to_string(options_.replicas),
-              "--shard-size", options_.shard_size,
-              "--down-after", std::to_string(options_.down_after),
-              "--gc-grace", std::to_string(options_.gc_grace)};
+              "--meta",
+              dir_.path() + "/meta",
+              "--listen",
+              registry_endpoint_,
+              "--beacon-port",
+              std::to_string(beacon_port_),
+              "--replicas",
+              std::to_string(options_.replicas),
+              "--shard-size",
+              options_.shard_size,
+              "--down-after",
+              std::to_string(options_.down_after),
+              "--gc-grace",
+              std::to_string(options_.gc_grace)};
     o.log_path = dir_.path() + "/registry.log";
     SHARDFS_ASSIGN_OR_RETURN(registry_, DaemonProcess::Start(o));
     return Status::Ok();
@@ -98,9 +105,12 @@ class TestCluster {
   Status StartNode(int i) {
     DaemonProcess::Options o;
     o.argv = {BuildPath("nodeserver/shardfs-node"),
-              "--data", NodeDir(i),
-              "--listen", "tcp://127.0.0.1:" + std::to_string(node_ports_[i]),
-              "--registry", registry_endpoint_};
+              "--data",
+              NodeDir(i),
+              "--listen",
+              "tcp://127.0.0.1:" + std::to_string(node_ports_[i]),
+              "--registry",
+              registry_endpoint_};
     o.log_path = dir_.path() + "/node" + std::to_string(i) + ".log";
     SHARDFS_ASSIGN_OR_RETURN(nodes_[i], DaemonProcess::Start(o));
     return Status::Ok();

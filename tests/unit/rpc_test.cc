@@ -16,7 +16,8 @@ RpcReply EchoHandler(RpcRequest& req) {
   auto x = req.header.fields.OptU64("x", 0);
   if (!x.ok()) return RpcReply::Error(x.status());
   auto sleep_ms = req.header.fields.OptU64("sleep_ms", 0);
-  if (sleep_ms.ok() && *sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(*sleep_ms));
+  if (sleep_ms.ok() && *sleep_ms > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(*sleep_ms));
   if (*x == 13) return RpcReply::Error(Status::Error(ErrorCode::kNotFound, "unlucky"));
   FieldWriter w;
   w.U64("x", *x);
@@ -29,8 +30,8 @@ RpcReply EchoHandler(RpcRequest& req) {
 class RpcTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    server_ = std::make_unique<RpcServer>(ctx_, RpcServer::Options{"tcp://127.0.0.1:0", 4},
-                                          EchoHandler);
+    server_ =
+        std::make_unique<RpcServer>(ctx_, RpcServer::Options{"tcp://127.0.0.1:0", 4}, EchoHandler);
     ASSERT_TRUE(server_->Start().ok());
     channel_ = std::make_unique<RpcChannel>(ctx_, server_->endpoint());
   }
@@ -146,11 +147,11 @@ TEST_F(RpcTest, GarbageGetsErrorReplies) {
   raw.connect(server_->endpoint());
   const std::vector<std::vector<std::string>> bad = {
       {"garbage"},
-      {std::string("\x94\x01\x64\x01", 4)},                   // truncated array
-      {std::string("\x94\x09\x64\x01\x80", 5)},               // wrong version
+      {std::string("\x94\x01\x64\x01", 4)},                    // truncated array
+      {std::string("\x94\x09\x64\x01\x80", 5)},                // wrong version
       {std::string("\x94\x01\x64\x01\x80", 5), "p", "extra"},  // three frames
-      {std::string("\x93\x01\x64\x01", 4)},                   // array of 3
-      {std::string("\xc1", 1)},                               // never-used byte
+      {std::string("\x93\x01\x64\x01", 4)},                    // array of 3
+      {std::string("\xc1", 1)},                                // never-used byte
   };
   for (const auto& frames : bad) {
     for (size_t i = 0; i < frames.size(); ++i) {
@@ -159,8 +160,8 @@ TEST_F(RpcTest, GarbageGetsErrorReplies) {
     }
     std::vector<zmq::message_t> reply;
     ASSERT_TRUE(zmq::recv_multipart(raw, std::back_inserter(reply)).has_value());
-    auto header = DecodeHeader(std::string_view(static_cast<const char*>(reply[0].data()),
-                                                reply[0].size()));
+    auto header =
+        DecodeHeader(std::string_view(static_cast<const char*>(reply[0].data()), reply[0].size()));
     ASSERT_TRUE(header.ok());
     EXPECT_TRUE(header->IsError());
   }
