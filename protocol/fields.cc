@@ -11,7 +11,9 @@ Status Bad(std::string_view key, std::string_view what) {
 }  // namespace
 
 FieldWriter::FieldWriter()
-    : body_(std::make_unique<msgpack::sbuffer>()),
+    // Small first: a readdir reply builds one writer per entry, and msgpack's
+    // default 8 KiB start made each of them a page-faulting allocation.
+    : body_(std::make_unique<msgpack::sbuffer>(64)),
       packer_(std::make_unique<msgpack::packer<msgpack::sbuffer>>(*body_)) {}
 FieldWriter::FieldWriter(FieldWriter&&) noexcept = default;
 FieldWriter& FieldWriter::operator=(FieldWriter&&) noexcept = default;

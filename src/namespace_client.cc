@@ -11,8 +11,11 @@ Status StatusOf(const Result<RpcResponse>& r) {
   return r.ok() ? Status::Ok() : r.status();
 }
 
-bool IsTransient(ErrorCode code) {
-  return code == ErrorCode::kTimeout || code == ErrorCode::kUnavailable || code == ErrorCode::kBusy;
+// No answer from the registry itself: not connected, no reply in time, or
+// its queue was full.
+bool IsTransient(const Status& status) {
+  return IsNotConnected(status) || status.code() == ErrorCode::kTimeout ||
+         status.code() == ErrorCode::kBusy;
 }
 
 }  // namespace
@@ -22,18 +25,19 @@ NamespaceClient::NamespaceClient(zmq::context_t& context, std::string registry_e
     : channel_(context, std::move(registry_endpoint)), options_(options) {}
 
 Result<RpcResponse> NamespaceClient::CallWithBudget(MessageType type, const FieldWriter& fields,
-                                                    bool (*may_resend)(ErrorCode)) {
+                                                    bool (*may_resend)(const Status&)) {
   const auto budget = unreachable_ ? options_.unreachable_budget : options_.budget;
   const auto deadline = Clock::now() + budget;
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     auto r = channel_.Call(type, fields, std::min(left, options_.attempt_timeout));
-    if (r.ok() || !IsTransient(r.status().code())) {
+    // A reply, even an error one ("no live nodes"), means the registry is
+    // there and has answered for good.
+    if (r.ok() || !IsTransient(r.status())) {
       unreachable_ = false;
       return r;
     }
-    if (!may_resend(r.status().code()) ||
-        Clock::now() + std::chrono::milliseconds(100) >= deadline) {
+    if (!may_resend(r.status()) || Clock::now() + std::chrono::milliseconds(100) >= deadline) {
       unreachable_ = true;
       return Status::Error(r.status().code(), "registry " + channel_.endpoint() +
                                                   " unreachable: " + r.status().message());
@@ -43,14 +47,14 @@ Result<RpcResponse> NamespaceClient::CallWithBudget(MessageType type, const Fiel
 }
 
 Result<RpcResponse> NamespaceClient::Read(MessageType type, const FieldWriter& fields) {
-  return CallWithBudget(type, fields, [](ErrorCode) { return true; });
+  return CallWithBudget(type, fields, [](const Status&) { return true; });
 }
 
 Result<RpcResponse> NamespaceClient::Mutate(MessageType type, const FieldWriter& fields) {
   // kUnavailable: never sent, so never applied: safe to send again. A
   // timeout may have been applied, so a mutation is not repeated after one.
-  return CallWithBudget(type, fields, [](ErrorCode code) {
-    return code == ErrorCode::kUnavailable || code == ErrorCode::kBusy;
+  return CallWithBudget(type, fields, [](const Status& status) {
+    return IsNotConnected(status) || status.code() == ErrorCode::kBusy;
   });
 }
 

@@ -69,7 +69,7 @@ class NamespaceClient {
   // Sends until success, a non-transient error, or the budget is spent.
   // `may_resend` says which errors prove the request was not applied.
   Result<RpcResponse> CallWithBudget(MessageType type, const FieldWriter& fields,
-                                     bool (*may_resend)(ErrorCode));
+                                     bool (*may_resend)(const Status&));
 
   RpcChannel channel_;
   const Options options_;

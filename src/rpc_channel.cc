@@ -7,6 +7,7 @@ namespace {
 
 constexpr size_t kMaxIdleSockets = 64;
 constexpr std::chrono::milliseconds kConnectTimeout{1000};
+constexpr std::string_view kNotConnectedPrefix = "cannot connect to ";
 
 using Clock = std::chrono::steady_clock;
 
@@ -72,6 +73,11 @@ std::optional<Result<RpcResponse>> ReadReply(zmq::socket_t& socket, uint64_t req
 }
 
 }  // namespace
+
+bool IsNotConnected(const Status& status) {
+  return status.code() == ErrorCode::kUnavailable &&
+         status.message().rfind(kNotConnectedPrefix, 0) == 0;
+}
 
 uint64_t NextRequestId() {
   static std::atomic<uint64_t> next{1};
@@ -155,8 +161,9 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
         flights[i].socket.reset();
         ++finished;
         --in_progress;
-        results[i] = Result<RpcResponse>(Status::Error(
-            ErrorCode::kUnavailable, "cannot connect to " + calls[i].channel->endpoint()));
+        results[i] = Result<RpcResponse>(
+            Status::Error(ErrorCode::kUnavailable,
+                          std::string(kNotConnectedPrefix) + calls[i].channel->endpoint()));
       }
     }
     if (finished >= n) break;
@@ -233,10 +240,11 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
       flights[i].socket.reset();
       // Never sent means never connected: the caller may safely try again,
       // even a request that is not idempotent.
-      out.push_back(sent[i] ? Status::Error(ErrorCode::kTimeout,
-                                            "no reply from " + calls[i].channel->endpoint())
-                            : Status::Error(ErrorCode::kUnavailable,
-                                            "cannot connect to " + calls[i].channel->endpoint()));
+      out.push_back(
+          sent[i]
+              ? Status::Error(ErrorCode::kTimeout, "no reply from " + calls[i].channel->endpoint())
+              : Status::Error(ErrorCode::kUnavailable,
+                              std::string(kNotConnectedPrefix) + calls[i].channel->endpoint()));
     }
   }
   return out;

@@ -93,6 +93,11 @@ class RpcChannel {
   std::vector<std::unique_ptr<zmq::socket_t>> idle_;  // guarded by mu_
 };
 
+// True for the error a call gets when no connection to the server could be
+// made: the request was never sent, so even a mutation may be sent again. A
+// server's own kUnavailable reply ("too few live nodes") is not this.
+bool IsNotConnected(const Status& status);
+
 // Unique across the process, so replies can be matched to requests.
 uint64_t NextRequestId();
 
