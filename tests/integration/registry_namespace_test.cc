@@ -1065,6 +1065,13 @@ TEST_F(RegistryNamespaceTest, SigtermRestartKeepsEverything) {
     ASSERT_TRUE(fs.ok());
     EXPECT_EQ(fs->inodes, before_fs->inodes);
   }
+  // The nodes re-register on their next heartbeat; placement needs them.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto fs = client_->StatFs();
+        return fs.ok() && fs->live_nodes == kFakeNodeIds.size();
+      },
+      10s));
   // New ids never collide with old ones after a restart.
   InodeAttrs fresh = MustMknod(File(kRootIno, "fresh"));
   EXPECT_GT(fresh.ino, sub.ino);
