@@ -98,15 +98,15 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // ZeroMQ starts its threads with the first socket, which the client only
-  // opens on the first request: so it may be made before the fork into the
-  // background, and the mount is ready when the parent exits.
+  // The mount is made before the fork into the background, so the parent
+  // exits only once it is ready; the clients (ZeroMQ) are made after it.
   ShardFs fs(*options, options->registry);
   FuseSession session(*options, &fs);
   if (!session.ok() || !session.Mount(options->mountpoint)) return 1;
   fs.set_session(session.get());
   if (fuse_daemonize(options->foreground ? 1 : 0) != 0) return 1;
   ConfigureLogging(*options);
+  fs.Start();
   if (!session.InstallSignalHandlers()) return 1;
   spdlog::info("mounted the cluster at {} (registry {})", options->mountpoint, options->registry);
 

@@ -80,17 +80,26 @@ uint32_t CreateMode(fuse_req_t req, mode_t mode) {
 
 ShardFs::ShardFs(const MountOptions& options, std::string registry_endpoint)
     : options_(options),
-      ns_(context_, std::move(registry_endpoint)),
-      nodes_(context_, NodeClient::Options{std::chrono::milliseconds(4000), 2,
-                                           std::chrono::milliseconds(50)}),
-      latency_(std::chrono::milliseconds(20), std::chrono::milliseconds(2000)) {
-  data_path_.ns = &ns_;
-  data_path_.nodes = &nodes_;
+      registry_endpoint_(std::move(registry_endpoint)),
+      latency_(std::chrono::milliseconds(20), std::chrono::milliseconds(2000)) {}
+
+void ShardFs::Start() {
+  context_.emplace();
+  ns_.emplace(*context_, registry_endpoint_);
+  nodes_.emplace(*context_, NodeClient::Options{std::chrono::milliseconds(4000), 2,
+                                                std::chrono::milliseconds(50)});
+  data_path_.ns = &*ns_;
+  data_path_.nodes = &*nodes_;
   data_path_.directory = &directory_;
   data_path_.latency = &latency_;
 }
 
-ShardFs::~ShardFs() = default;
+ShardFs::~ShardFs() {
+  // Clients close their sockets before the context is terminated.
+  nodes_.reset();
+  ns_.reset();
+  context_.reset();
+}
 
 void ShardFs::FlushAll() {
   std::vector<std::shared_ptr<OpenFile>> files;
@@ -171,14 +180,14 @@ void ShardFs::Init(fuse_conn_info* conn) {
 }
 
 void ShardFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto attrs = ns_.Lookup(parent, name);
+  auto attrs = ns_->Lookup(parent, name);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   if (auto f = FindOpenFile(attrs->ino); f && f->dirty()) attrs->size = f->attrs().size;
   ReplyEntry(req, *attrs);
 }
 
 void ShardFs::GetAttr(fuse_req_t req, fuse_ino_t ino) {
-  auto attrs = ns_.GetAttr(ino);
+  auto attrs = ns_->GetAttr(ino);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   // Writes not yet committed are part of the file as this mount sees it.
   if (auto f = FindOpenFile(ino); f && f->dirty()) attrs->size = f->attrs().size;
@@ -197,7 +206,7 @@ void ShardFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
       size_req.ino = ino;
       size_req.mask = kSetAttrSize;
       size_req.size = static_cast<uint64_t>(attr->st_size);
-      auto r = ns_.SetAttr(size_req);
+      auto r = ns_->SetAttr(size_req);
       if (!r.ok()) return ReplyStatus(req, r.status());
     }
   }
@@ -225,14 +234,14 @@ void ShardFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     r.mtime_now = (to_set & FUSE_SET_ATTR_MTIME_NOW) != 0;
     r.mtime_ns = ToNs(attr->st_mtim);
   }
-  Result<InodeAttrs> attrs = r.mask != 0 ? ns_.SetAttr(r) : ns_.GetAttr(ino);
+  Result<InodeAttrs> attrs = r.mask != 0 ? ns_->SetAttr(r) : ns_->GetAttr(ino);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   if (auto f = FindOpenFile(ino); f && f->dirty()) attrs->size = f->attrs().size;
   ReplyAttr(req, *attrs);
 }
 
 void ShardFs::Readlink(fuse_req_t req, fuse_ino_t ino) {
-  auto target = ns_.Readlink(ino);
+  auto target = ns_->Readlink(ino);
   if (!target.ok()) return ReplyStatus(req, target.status());
   fuse_reply_readlink(req, target->c_str());
 }
@@ -247,7 +256,7 @@ void ShardFs::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
   r.caller = CallerOf(req);
   r.rdev = rdev;
   r.replication_goal = options_.replicas;
-  auto attrs = r.type == FileType::kDirectory ? ns_.Mkdir(r) : ns_.Mknod(r);
+  auto attrs = r.type == FileType::kDirectory ? ns_->Mkdir(r) : ns_->Mknod(r);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   ReplyEntry(req, *attrs);
 }
@@ -258,17 +267,17 @@ void ShardFs::Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
 
 void ShardFs::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (ReadOnlyReject(req)) return;
-  ReplyStatus(req, ns_.Unlink(parent, name));
+  ReplyStatus(req, ns_->Unlink(parent, name));
 }
 
 void ShardFs::Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (ReadOnlyReject(req)) return;
-  ReplyStatus(req, ns_.Rmdir(parent, name));
+  ReplyStatus(req, ns_->Rmdir(parent, name));
 }
 
 void ShardFs::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
   if (ReadOnlyReject(req)) return;
-  auto attrs = ns_.Symlink(SymlinkRequest{parent, name, link, CallerOf(req)});
+  auto attrs = ns_->Symlink(SymlinkRequest{parent, name, link, CallerOf(req)});
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   ReplyEntry(req, *attrs);
 }
@@ -280,12 +289,12 @@ void ShardFs::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   if (flags & RENAME_NOREPLACE) wire_flags |= kRenameNoReplace;
   if (flags & RENAME_EXCHANGE) wire_flags |= kRenameExchange;
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return (void)fuse_reply_err(req, EINVAL);
-  ReplyStatus(req, ns_.Rename(RenameRequest{parent, name, newparent, newname, wire_flags}));
+  ReplyStatus(req, ns_->Rename(RenameRequest{parent, name, newparent, newname, wire_flags}));
 }
 
 void ShardFs::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
   if (ReadOnlyReject(req)) return;
-  auto attrs = ns_.Link(ino, newparent, newname);
+  auto attrs = ns_->Link(ino, newparent, newname);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   ReplyEntry(req, *attrs);
 }
@@ -334,7 +343,7 @@ void ShardFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (options_.read_only && (fi->flags & O_ACCMODE) != O_RDONLY) {
     return (void)fuse_reply_err(req, EROFS);
   }
-  auto attrs = ns_.Open(ino);
+  auto attrs = ns_->Open(ino);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   Status st = OpenHandle(ino, fi, &*attrs);
   if (st.ok() && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
@@ -343,7 +352,7 @@ void ShardFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (!st.ok()) (void)CloseHandle(ino, fi);
   }
   if (!st.ok()) {
-    (void)ns_.Release(ino);
+    (void)ns_->Release(ino);
     return ReplyStatus(req, st);
   }
   fuse_reply_open(req, fi);
@@ -359,13 +368,13 @@ void ShardFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   r.mode = CreateMode(req, mode);
   r.caller = CallerOf(req);
   r.replication_goal = options_.replicas;
-  auto attrs = ns_.Mknod(r);
+  auto attrs = ns_->Mknod(r);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
-  auto opened = ns_.Open(attrs->ino);
+  auto opened = ns_->Open(attrs->ino);
   if (!opened.ok()) return ReplyStatus(req, opened.status());
   Status st = OpenHandle(attrs->ino, fi, &*opened);
   if (!st.ok()) {
-    (void)ns_.Release(attrs->ino);
+    (void)ns_->Release(attrs->ino);
     return ReplyStatus(req, st);
   }
   fuse_entry_param e;
@@ -419,7 +428,7 @@ Status ShardFs::CloseHandle(uint64_t ino, fuse_file_info* fi) {
 void ShardFs::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Status st = CloseHandle(ino, fi);
   if (!st.ok()) spdlog::error("release of inode {}: {}", ino, st.ToString());
-  Status released = ns_.Release(ino);
+  Status released = ns_->Release(ino);
   if (!released.ok()) spdlog::warn("release of inode {}: {}", ino, released.ToString());
   fuse_reply_err(req, 0);
 }
@@ -432,7 +441,7 @@ void ShardFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   r.max = 1000;
   r.plus = true;
   while (true) {
-    auto page = ns_.ReadDir(r);
+    auto page = ns_->ReadDir(r);
     if (!page.ok()) return ReplyStatus(req, page.status());
     for (auto& e : page->entries) listing->entries.push_back(std::move(e));
     if (!page->more || page->entries.empty()) break;
@@ -501,7 +510,7 @@ void ShardFs::ReleaseDir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi)
 }
 
 void ShardFs::StatFs(fuse_req_t req, fuse_ino_t /*ino*/) {
-  auto r = ns_.StatFs();
+  auto r = ns_->StatFs();
   if (!r.ok()) return ReplyStatus(req, r.status());
   struct statvfs st;
   std::memset(&st, 0, sizeof(st));
@@ -524,11 +533,11 @@ void ShardFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   uint32_t wire = 0;
   if (flags & XATTR_CREATE) wire |= kXattrCreate;
   if (flags & XATTR_REPLACE) wire |= kXattrReplace;
-  ReplyStatus(req, ns_.SetXattr(ino, name, std::string(value, size), wire));
+  ReplyStatus(req, ns_->SetXattr(ino, name, std::string(value, size), wire));
 }
 
 void ShardFs::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  auto value = ns_.GetXattr(ino, name);
+  auto value = ns_->GetXattr(ino, name);
   if (!value.ok()) return ReplyStatus(req, value.status());
   if (size == 0) return (void)fuse_reply_xattr(req, value->size());
   if (value->size() > size) return (void)fuse_reply_err(req, ERANGE);
@@ -536,7 +545,7 @@ void ShardFs::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
 }
 
 void ShardFs::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  auto names = ns_.ListXattr(ino);
+  auto names = ns_->ListXattr(ino);
   if (!names.ok()) return ReplyStatus(req, names.status());
   std::string joined;
   for (const auto& n : *names) {
@@ -550,7 +559,7 @@ void ShardFs::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void ShardFs::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (ReadOnlyReject(req)) return;
-  ReplyStatus(req, ns_.RemoveXattr(ino, name));
+  ReplyStatus(req, ns_->RemoveXattr(ino, name));
 }
 
 const fuse_lowlevel_ops* ShardFs::Operations() {

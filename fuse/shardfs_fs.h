@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "fuse/mount_options.h"
@@ -31,6 +32,10 @@ class ShardFs {
  public:
   ShardFs(const MountOptions& options, std::string registry_endpoint);
   ~ShardFs();
+
+  // Makes the ZeroMQ context and the clients. Called after the fork into
+  // the background: a ZeroMQ context does not survive fork().
+  void Start();
 
   // The operation table to hand to fuse_session_new(); userdata is `this`.
   static const fuse_lowlevel_ops* Operations();
@@ -88,10 +93,11 @@ class ShardFs {
   bool ReadOnlyReject(fuse_req_t req);
 
   const MountOptions options_;
+  const std::string registry_endpoint_;
   fuse_session* session_ = nullptr;
-  zmq::context_t context_;
-  NamespaceClient ns_;
-  NodeClient nodes_;
+  std::optional<zmq::context_t> context_;  // from Start() on
+  std::optional<NamespaceClient> ns_;
+  std::optional<NodeClient> nodes_;
   NodeDirectory directory_;
   LatencyTracker latency_;
   DataPath data_path_;
