@@ -38,41 +38,13 @@
 #include "src/node_client.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
+#include "tests/test_data.h"
 
 namespace shardfs {
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-std::string Endpoint(uint16_t port) {
-  return "tcp://127.0.0.1:" + std::to_string(port);
-}
-
-std::string RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::string s(n, '\0');
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, 8);
-  }
-  if (i < n) {
-    uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, n - i);
-  }
-  return s;
-}
-
-uint64_t Hash(std::string_view s) {
-  return ShardChecksum({reinterpret_cast<const uint8_t*>(s.data()), s.size()});
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 size_t CountEntries(const std::string& dir) {
   std::error_code ec;
