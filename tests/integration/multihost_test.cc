@@ -198,8 +198,15 @@ TEST_F(MultiHostTest, NodesInOtherNamespacesDiscoverTheRegistryAndRegister) {
   EXPECT_EQ(map["registry"], "tcp://10.77.0.1:7400");
   EXPECT_EQ(Endpoints(map, "up"),
             (std::set<std::string>{"tcp://10.77.0.2:7401", "tcp://10.77.0.3:7401"}));
-  EXPECT_NE(ReadFile(Log("link-b")).find("registered tcp://10.77.0.1:7400 tcp://10.77.0.2:7401"),
-            std::string::npos)
+  // The probe prints its registration from a polling thread, so the line
+  // may land a moment after the map already shows the node.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return ReadFile(Log("link-b"))
+                   .find("registered tcp://10.77.0.1:7400 tcp://10.77.0.2:7401") !=
+               std::string::npos;
+      },
+      5s))
       << ReadFile(Log("link-b"));
 
   // A node machine dies: the others see it go down.
