@@ -527,9 +527,25 @@ void ShardFs::StatFs(fuse_req_t req, fuse_ino_t /*ino*/) {
   fuse_reply_statfs(req, &st);
 }
 
+// A file's replication goal, as a virtual xattr (like CephFS's ceph.*
+// attributes): readable and settable, not listed, so `cp -a` does not copy it.
+// "0" means the cluster default.
+constexpr std::string_view kReplicasXattr = "user.shardfs.replicas";
+
 void ShardFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                        size_t size, int flags) {
   if (ReadOnlyReject(req)) return;
+  if (name == kReplicasXattr) {
+    const std::string text(value, size);
+    char* end = nullptr;
+    const unsigned long goal = std::strtoul(text.c_str(), &end, 10);
+    if (text.empty() || end == text.c_str() || (*end != '\0' && *end != '\n') || goal < 1 ||
+        goal > kMaxReplicas) {
+      return (void)fuse_reply_err(req, EINVAL);
+    }
+    return ReplyStatus(
+        req, ns_->SetReplicas(SetReplicasRequest{ino, static_cast<uint32_t>(goal), false}));
+  }
   uint32_t wire = 0;
   if (flags & XATTR_CREATE) wire |= kXattrCreate;
   if (flags & XATTR_REPLACE) wire |= kXattrReplace;
@@ -537,7 +553,14 @@ void ShardFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
 }
 
 void ShardFs::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  auto value = ns_->GetXattr(ino, name);
+  Result<std::string> value = std::string();
+  if (name == kReplicasXattr) {
+    auto attrs = ns_->GetAttr(ino);
+    if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+    value = std::to_string(attrs->replication_goal);
+  } else {
+    value = ns_->GetXattr(ino, name);
+  }
   if (!value.ok()) return ReplyStatus(req, value.status());
   if (size == 0) return (void)fuse_reply_xattr(req, value->size());
   if (value->size() > size) return (void)fuse_reply_err(req, ERANGE);

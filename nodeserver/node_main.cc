@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "nodeserver/node_server.h"
+#include "nodeserver/shard_scrubber.h"
 #include "src/byte_size.h"
 #include "src/registry_link.h"
 #include "src/termination_signal.h"
@@ -19,6 +20,8 @@ struct Flags {
   std::string log_level = "info";
   int beacon_port = 7400;
   int workers = 8;
+  double scrub_rate_mib = 8;
+  uint64_t scrub_period_s = 7 * 24 * 3600;
 };
 
 void ParseFlags(int argc, char** argv, Flags* flags) {
@@ -36,6 +39,15 @@ void ParseFlags(int argc, char** argv, Flags* flags) {
   app.add_option("--beacon-port", flags->beacon_port, "UDP port to listen for the beacon on")
       ->capture_default_str();
   app.add_option("--workers", flags->workers, "disk worker threads")->capture_default_str();
+  app.add_option("--scrub-rate", flags->scrub_rate_mib,
+                 "MiB per second the background scrub reads at most (0: no scrubbing)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  // Bounded so that "now + period" stays far from the clock's range.
+  app.add_option("--scrub-period", flags->scrub_period_s,
+                 "seconds from the start of one scrub pass to the start of the next")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{10} * 365 * 24 * 3600))
+      ->capture_default_str();
   app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   try {
@@ -96,8 +108,27 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // Re-reads every shard in the background; a bad one is reported to the
+  // registry through the link, which sends it from its own thread.
+  ShardScrubber::Options scrub_options;
+  scrub_options.bytes_per_second = static_cast<uint64_t>(flags.scrub_rate_mib * (1 << 20));
+  scrub_options.period = std::chrono::seconds(flags.scrub_period_s);
+  ShardScrubber scrubber(
+      &node->store(), scrub_options, [&link](const ShardKey& key, const Status& status) {
+        spdlog::warn("scrub: shard {} is bad: {}", key.ToString(), status.ToString());
+        link.ReportBadReplica(key, status.ToString());
+      });
+  if (scrub_options.bytes_per_second > 0) {
+    scrubber.Start();
+    spdlog::info("scrubbing at up to {} MiB/s, a pass every {} s", flags.scrub_rate_mib,
+                 flags.scrub_period_s);
+  } else {
+    spdlog::info("scrubbing is off (--scrub-rate 0)");
+  }
+
   int sig = WaitForTerminationSignal();
   spdlog::info("signal {}: shutting down", sig);
+  scrubber.Stop();  // before the link, which its callback uses
   link.Stop();
   (*server)->Stop();
   return 0;

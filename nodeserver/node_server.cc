@@ -1,13 +1,31 @@
 #include "nodeserver/node_server.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
-#include "protocol/node_messages.h"
+#include <chrono>
+
+#include "src/block_checksum.h"
 #include "src/node_id.h"
 
 namespace shardfs {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How long one CopyShardFrom may keep a worker: below the requester's
+// deadline (NodeClient::Options::copy_timeout, 30 s), so the reply arrives
+// while someone still waits for it.
+constexpr std::chrono::milliseconds kCopyBudget{25000};
+// One request to one source. A source is not asked once the attempt could
+// end past kCopyBudget. An unreachable source costs about 1 s (the
+// connection wait), a silent one this much.
+constexpr std::chrono::milliseconds kPeerAttemptTimeout{5000};
+
+std::span<const uint8_t> AsBytes(std::string_view s) {
+  return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
 
 std::span<const uint8_t> PayloadSpan(const RpcRequest& request) {
   return std::span<const uint8_t>(static_cast<const uint8_t*>(request.payload.data()),
@@ -40,6 +58,10 @@ Result<std::unique_ptr<NodeServer>> NodeServer::Start(zmq::context_t& context,
   store_options.capacity_bytes = options.capacity_bytes;
   SHARDFS_ASSIGN_OR_RETURN(server->store_, ShardStore::Open(store_options));
   SHARDFS_ASSIGN_OR_RETURN(server->node_id_, LoadOrCreateNodeId(options.data_dir));
+  NodeClient::Options peer_options;
+  peer_options.attempt_timeout = kPeerAttemptTimeout;
+  peer_options.attempts = 1;  // a failing source is followed by the next, not asked again
+  server->peers_ = std::make_unique<NodeClient>(context, peer_options);
 
   RpcServer::Options rpc_options;
   rpc_options.endpoint = options.listen;
@@ -57,7 +79,66 @@ NodeServer::~NodeServer() {
 }
 
 void NodeServer::Stop() {
+  stopping_ = true;
   if (rpc_) rpc_->Stop();
+}
+
+Result<PutShardReply> NodeServer::CopyShard(const CopyShardFromRequest& request) {
+  const std::string name = request.key.ToString();
+  const PutShardReply stored{request.length, request.checksum};
+  auto held = store_->Stat(request.key);
+  if (held.ok() && held->length == request.length && held->checksum == request.checksum) {
+    // The index only repeats the file's header; the bytes are read too,
+    // since a repair may ask exactly because this copy went bad.
+    Status verified = store_->Verify(request.key);
+    if (verified.ok()) return stored;
+    spdlog::warn("copy of {}: the local copy is bad ({}); fetching it again", name,
+                 verified.ToString());
+  }
+
+  const auto deadline = Clock::now() + kCopyBudget;
+  Status last = Status::Error(ErrorCode::kUnavailable, "no source tried");
+  std::string tried;
+  for (const std::string& source : request.sources) {
+    if (stopping_) {
+      last = Status::Error(ErrorCode::kUnavailable, "the node is stopping");
+      tried += (tried.empty() ? "" : "; ") + last.ToString();
+      break;
+    }
+    if (Clock::now() + kPeerAttemptTimeout > deadline) {
+      last = Status::Error(ErrorCode::kTimeout, "out of time before " + source);
+      tried += (tried.empty() ? "" : "; ") + last.ToString();
+      break;
+    }
+    Status failure;
+    auto read = peers_->Get(source, request.key, 0, request.length);
+    if (!read.ok()) {
+      failure = read.status();
+    } else if (read->shard_length != request.length || read->bytes.size() != request.length) {
+      failure =
+          Status::Error(ErrorCode::kCorrupt, fmt::format("source holds {} bytes, the table says {}",
+                                                         read->shard_length, request.length));
+    } else if (uint64_t sum = ShardChecksum(AsBytes(read->bytes)); sum != request.checksum) {
+      failure = Status::Error(
+          ErrorCode::kCorrupt,
+          fmt::format("checksum {:016x} is not the expected {:016x}", sum, request.checksum));
+    } else {
+      // A local failure (a full disk) is the answer: another source would
+      // not change it.
+      SHARDFS_RETURN_IF_ERROR(
+          store_->Put(request.key, AsBytes(read->bytes), request.sync, request.checksum));
+      spdlog::info("copied {} ({} bytes) from {}", name, request.length, source);
+      return stored;
+    }
+    spdlog::info("copy of {} from {} failed: {}", name, source, failure.ToString());
+    tried += (tried.empty() ? "" : "; ") + source + ": " + failure.ToString();
+    last = failure;
+  }
+  // The code says what went wrong last: a bad copy, or no copy to be had.
+  const ErrorCode code =
+      last.code() == ErrorCode::kCorrupt ? ErrorCode::kCorrupt : ErrorCode::kUnavailable;
+  return Status::Error(code, fmt::format("no good copy of {} from {} source(s): {}", name,
+                                         request.sources.size(), tried));
 }
 
 RpcReply NodeServer::Handle(RpcRequest& request) {
@@ -155,6 +236,14 @@ RpcReply NodeServer::Handle(RpcRequest& request) {
       for (const auto& info : *list)
         reply.entries.push_back({info.key, info.length, info.checksum});
       return RpcReply::Ok(type, reply.Encode());
+    }
+
+    case MessageType::kCopyShardFrom: {
+      auto req = DecodeRequest<CopyShardFromRequest>(request);
+      if (!req.ok()) return RpcReply::Error(req.status());
+      auto copied = CopyShard(*req);
+      if (!copied.ok()) return RpcReply::Error(copied.status());
+      return RpcReply::Ok(type, copied->Encode());
     }
 
     default:

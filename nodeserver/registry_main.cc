@@ -18,6 +18,7 @@
 
 #include "nodeserver/registry_namespace.h"
 #include "nodeserver/registry_server.h"
+#include "nodeserver/replica_repair.h"
 #include "src/byte_size.h"
 #include "src/namespace_db.h"
 #include "src/termination_signal.h"
@@ -36,6 +37,8 @@ struct RegistryFlags {
   std::string shard_size = "4M";
   double down_after_seconds = 5.0;
   double garbage_grace_seconds = 30.0;
+  double repair_delay_seconds = 60.0;
+  double repair_rate_mib = 64.0;
   std::string log_level = "info";
 };
 
@@ -76,6 +79,14 @@ void DefineFlags(CLI::App& app, RegistryFlags& f) {
                  "readers holding the old shard table can finish")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--repair-delay", f.repair_delay_seconds,
+                 "Seconds a node may be down before its shards are copied again elsewhere")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 30.0 * 86400));
+  app.add_option("--repair-rate", f.repair_rate_mib,
+                 "MiB/s that re-replication may copy, over the whole cluster (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -121,6 +132,18 @@ RegistryServer::Options ServerOptions(const RegistryFlags& f) {
   return o;
 }
 
+ReplicaRepair::Options RepairOptions(const RegistryFlags& f) {
+  ReplicaRepair::Options o;
+  o.default_goal = f.replicas;
+  o.repair_delay = std::chrono::milliseconds(static_cast<int64_t>(f.repair_delay_seconds * 1000));
+  o.bytes_per_second = static_cast<uint64_t>(f.repair_rate_mib * 1024 * 1024);
+  // Scan often enough that a short test delay is honoured, never more than
+  // every 200 ms (a scan walks every shard table).
+  o.scan_interval = std::clamp(o.repair_delay / 4, std::chrono::milliseconds(200),
+                               std::chrono::milliseconds(2000));
+  return o;
+}
+
 int Fail(const Status& status) {
   spdlog::critical("{}", status.ToString());
   return 1;
@@ -153,15 +176,21 @@ int main(int argc, char** argv) {
   ns_options.garbage_grace =
       std::chrono::milliseconds(static_cast<int64_t>(flags.garbage_grace_seconds * 1000));
   RegistryNamespace namespace_service(context, db->get(), &server.membership(), ns_options);
+  ReplicaRepair repair(context, db->get(), &server.membership(), RepairOptions(flags));
   server.SetNamespaceService(&namespace_service);
+  server.SetHandler(MessageType::kFsck, [&](RpcRequest& r) { return repair.HandleFsck(r); });
+  server.SetHandler(MessageType::kReportBadReplica,
+                    [&](RpcRequest& r) { return repair.HandleReportBadReplica(r); });
   if (Status st = server.Start(); !st.ok()) return Fail(st);
   namespace_service.Start();
+  repair.Start();
   spdlog::info("registry: serving {} ({} inodes)", server.endpoint(),
                (*db)->store().Stats().inodes);
 
   int sig = WaitForTerminationSignal();
   spdlog::info("registry: {} received, shutting down", strsignal(sig));
   server.Stop();
+  repair.Stop();
   namespace_service.Stop();
   spdlog::info("registry: stopped");
   return 0;

@@ -392,33 +392,64 @@ size_t RegistryNamespace::CollectGarbage() {
   const int64_t cutoff =
       RealtimeNs() -
       std::chrono::duration_cast<std::chrono::nanoseconds>(options_.garbage_grace).count();
-  auto garbage = db_->store().ListGarbage(cutoff, 256);
-  if (garbage.empty()) return 0;
-  ClusterMap map = membership_->Map();
-  ForgetGarbageOp forget;
-  for (const auto& entry : garbage) {
-    bool all_deleted = true;
-    for (const auto& id : entry.replicas) {
-      const NodeRecord* node = map.Find(id);
-      // A node that is down keeps its copy for now; when it returns, its
-      // inventory is reconciled against the namespace.
-      if (node == nullptr || node->state == NodeState::kDown) {
-        if (node != nullptr) all_deleted = false;
-        continue;
+  const ClusterMap map = membership_->Map();
+  size_t forgotten = 0;
+  std::optional<ShardKey> cursor;
+  // A node that did not answer is not asked again in this pass: one timeout
+  // per dead node, not one per shard it holds.
+  std::set<std::string> unreachable;
+  while (!Stopping()) {
+    auto garbage = db_->store().ListGarbage(cutoff, 256, cursor);
+    if (garbage.empty()) break;
+    cursor = garbage.back().key;
+    ForgetGarbageOp forget;
+    for (const auto& entry : garbage) {
+      // A copy that is (again) a listed replica of the current generation is
+      // not garbage on that node, whatever an older entry says.
+      std::optional<ShardEntry> current = db_->store().GetShard(entry.key.inode, entry.key.index);
+      bool all_deleted = true;
+      for (const auto& id : entry.replicas) {
+        if (current && current->generation == entry.key.generation &&
+            std::find(current->replicas.begin(), current->replicas.end(), id) !=
+                current->replicas.end()) {
+          continue;
+        }
+        const NodeRecord* node = map.Find(id);
+        // A node that is down keeps its copy for now; when it returns, its
+        // inventory is reconciled against the namespace (ReplicaRepair).
+        if (node == nullptr || node->state == NodeState::kDown) {
+          if (node != nullptr) all_deleted = false;
+          continue;
+        }
+        if (unreachable.count(id) != 0 || Stopping()) {
+          all_deleted = false;
+          continue;
+        }
+        Status st = nodes_.Delete(node->endpoint, entry.key);
+        if (!st.ok() && st.code() != ErrorCode::kNotFound) {
+          all_deleted = false;
+          if (st.code() == ErrorCode::kUnavailable || st.code() == ErrorCode::kTimeout) {
+            unreachable.insert(id);
+          }
+        }
       }
-      Status st = nodes_.Delete(node->endpoint, entry.key);
-      if (!st.ok() && st.code() != ErrorCode::kNotFound) all_deleted = false;
+      if (all_deleted) forget.keys.push_back(entry.key);
     }
-    if (all_deleted) forget.keys.push_back(entry.key);
+    if (forget.keys.empty()) continue;
+    const size_t n = forget.keys.size();
+    auto applied = db_->Mutate(std::move(forget));
+    if (!applied.ok()) {
+      spdlog::warn("cannot forget deleted garbage: {}", applied.status().ToString());
+      break;
+    }
+    forgotten += n;
   }
-  if (forget.keys.empty()) return 0;
-  size_t n = forget.keys.size();
-  auto applied = db_->Mutate(std::move(forget));
-  if (!applied.ok()) {
-    spdlog::warn("cannot forget deleted garbage: {}", applied.status().ToString());
-    return 0;
-  }
-  return n;
+  return forgotten;
+}
+
+bool RegistryNamespace::Stopping() {
+  std::lock_guard<std::mutex> lock(gc_mu_);
+  return stopping_;
 }
 
 void RegistryNamespace::GarbageLoop() {
@@ -427,8 +458,7 @@ void RegistryNamespace::GarbageLoop() {
     gc_cv_.wait_for(lock, options_.garbage_interval);
     if (stopping_) break;
     lock.unlock();
-    while (CollectGarbage() > 0) {
-    }
+    CollectGarbage();
     lock.lock();
   }
 }

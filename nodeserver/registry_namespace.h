@@ -56,6 +56,7 @@ class RegistryNamespace : public NamespaceService {
   Result<uint64_t> NextGeneration();
   std::vector<NodeAddress> AddressesOf(const std::vector<std::string>& ids);
   void GarbageLoop();
+  bool Stopping();
 
   NamespaceDb* const db_;
   Membership* const membership_;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "protocol/health_messages.h"
 #include "protocol/registry_messages.h"
 #include "src/cluster_map_subscriber.h"
 
@@ -175,6 +176,17 @@ RpcReply RegistryServer::HandleMembership(RpcRequest& request) {
       auto req = GetClusterMapRequest::Decode(request.header.fields);
       if (!req.ok()) return RpcReply::Error(req.status());
       return RpcReply::Ok(MessageType::kClusterMap, membership_.Map().Encode());
+    }
+    case MessageType::kSetDraining: {
+      auto req = SetDrainingRequest::Decode(request.header.fields);
+      if (!req.ok()) return RpcReply::Error(req.status());
+      if (Status st = membership_.SetDraining(req->node_id, req->draining); !st.ok()) {
+        return RpcReply::Error(st);
+      }
+      spdlog::info("registry: node {} {}", req->node_id,
+                   req->draining ? "is draining" : "takes new shards again");
+      NotifyChange();
+      return RpcReply::Ok(MessageType::kSetDraining, FieldWriter());
     }
     default:
       return UnknownType(request.header.type);

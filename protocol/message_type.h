@@ -29,6 +29,7 @@ enum class MessageType : uint16_t {
   kHeartbeat = 201,
   kClusterMap = 202,
   kReportBadReplica = 203,
+  kSetDraining = 204,
 
   // Registry: namespace.
   kLookup = 300,

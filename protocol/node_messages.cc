@@ -1,5 +1,7 @@
 #include "protocol/node_messages.h"
 
+#include "protocol/beacon.h"
+
 namespace shardfs {
 
 void EncodeShardKey(FieldWriter& w, const ShardKey& key) {
@@ -184,6 +186,33 @@ Result<InventoryReply> InventoryReply::Decode(const FieldReader& r) {
     m.entries.push_back(e);
   }
   SHARDFS_ASSIGN_OR_RETURN(m.more, r.Bool("more"));
+  return m;
+}
+
+FieldWriter CopyShardFromRequest::Encode() const {
+  FieldWriter w;
+  EncodeShardKey(w, key);
+  w.U64("len", length).U64("sum", checksum).StrArray("src", sources).Bool("sync", sync);
+  return w;
+}
+
+Result<CopyShardFromRequest> CopyShardFromRequest::Decode(const FieldReader& r) {
+  CopyShardFromRequest m;
+  SHARDFS_ASSIGN_OR_RETURN(m.key, DecodeShardKey(r));
+  SHARDFS_ASSIGN_OR_RETURN(m.length, r.U64("len", kMaxShardBytes));
+  SHARDFS_ASSIGN_OR_RETURN(m.checksum, r.U64("sum"));
+  SHARDFS_ASSIGN_OR_RETURN(m.sources, r.StrArray("src", kMaxCopySources, kMaxEndpointLength));
+  if (m.sources.empty()) {
+    return Status::Error(ErrorCode::kBadMessage, "copy request names no source");
+  }
+  for (const auto& source : m.sources) {
+    SHARDFS_ASSIGN_OR_RETURN(TcpEndpoint ep, ParseTcpEndpoint(source));
+    if (ep.IsWildcard() || ep.port == 0) {
+      return Status::Error(ErrorCode::kBadMessage,
+                           "copy source '" + source + "' is not connectable");
+    }
+  }
+  SHARDFS_ASSIGN_OR_RETURN(m.sync, r.OptBool("sync", true));
   return m;
 }
 

@@ -23,6 +23,8 @@ inline constexpr uint64_t kMaxShardBytes = 64ull << 20;
 inline constexpr size_t kMaxPatches = 4096;
 inline constexpr size_t kMaxInventoryPage = 10000;
 inline constexpr size_t kMaxNodeIdLength = 64;
+// Most peers one CopyShardFrom may name.
+inline constexpr size_t kMaxCopySources = 16;
 
 void EncodeShardKey(FieldWriter& w, const ShardKey& key);
 Result<ShardKey> DecodeShardKey(const FieldReader& r);
@@ -103,6 +105,22 @@ struct InventoryReply {
   bool more = false;
   FieldWriter Encode() const;
   static Result<InventoryReply> Decode(const FieldReader& r);
+};
+
+// Repair, node to node: asks a node to fetch shard `key` from one of
+// `sources` (node endpoints, tried in order until one gives verified bytes)
+// and store it. The reply is a PutShardReply.
+// Decode() accepts only 1..kMaxCopySources connectable tcp://HOST:PORT
+// endpoints: the node connects to whatever is named here, so nothing else
+// (ipc:// paths, wildcards) may come in from the wire.
+struct CopyShardFromRequest {
+  ShardKey key;
+  uint64_t length = 0;    // the object's length, as the shard table says
+  uint64_t checksum = 0;  // the whole object's checksum, as PutShardReply.checksum gives it
+  std::vector<std::string> sources;  // 1..16 endpoints, each <= 256 bytes
+  bool sync = true;
+  FieldWriter Encode() const;
+  static Result<CopyShardFromRequest> Decode(const FieldReader& r);
 };
 
 struct NodeInfoReply {

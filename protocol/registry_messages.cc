@@ -1,6 +1,7 @@
 #include "protocol/registry_messages.h"
 
 #include "protocol/beacon.h"
+#include "protocol/node_messages.h"
 
 namespace shardfs {
 namespace {
@@ -116,6 +117,22 @@ FieldWriter GetClusterMapRequest::Encode() const {
 
 Result<GetClusterMapRequest> GetClusterMapRequest::Decode(const FieldReader& /*fields*/) {
   return GetClusterMapRequest{};
+}
+
+FieldWriter ReportBadReplicaRequest::Encode() const {
+  FieldWriter w;
+  w.Str("id", node_id);
+  EncodeShardKey(w, key);
+  w.Str("why", std::string_view(reason).substr(0, kMaxBadReplicaReasonLength));
+  return w;
+}
+
+Result<ReportBadReplicaRequest> ReportBadReplicaRequest::Decode(const FieldReader& r) {
+  ReportBadReplicaRequest m;
+  SHARDFS_ASSIGN_OR_RETURN(m.node_id, ReadNodeId(r));
+  SHARDFS_ASSIGN_OR_RETURN(m.key, DecodeShardKey(r));
+  SHARDFS_ASSIGN_OR_RETURN(m.reason, r.Str("why", kMaxBadReplicaReasonLength));
+  return m;
 }
 
 }  // namespace shardfs

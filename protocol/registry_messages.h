@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "protocol/fields.h"
+#include "src/shard_key.h"
 #include "src/status.h"
 
 namespace shardfs {
@@ -26,6 +27,7 @@ namespace shardfs {
 // lower case, so one node cannot appear under two spellings.
 inline constexpr size_t kNodeIdLength = 32;
 inline constexpr size_t kMaxHostNameLength = 255;
+inline constexpr size_t kMaxBadReplicaReasonLength = 256;
 
 // Validates and lower-cases a node id.
 Result<std::string> CanonicalNodeId(std::string_view id);
@@ -72,6 +74,19 @@ struct HeartbeatReply {
 struct GetClusterMapRequest {
   FieldWriter Encode() const;
   static Result<GetClusterMapRequest> Decode(const FieldReader& fields);
+};
+
+// A replica that failed its checksum (found by a node's scrubber or by a
+// reader). The registry drops it from the shard table and repairs the shard.
+// The reply has no fields.
+// Encode() cuts a longer reason to kMaxBadReplicaReasonLength bytes, so
+// senders may pass a Status message as it is.
+struct ReportBadReplicaRequest {
+  std::string node_id;  // the node holding the bad replica
+  ShardKey key;
+  std::string reason;  // for the log; at most 256 bytes
+  FieldWriter Encode() const;
+  static Result<ReportBadReplicaRequest> Decode(const FieldReader& r);
 };
 
 }  // namespace shardfs

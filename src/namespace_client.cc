@@ -26,7 +26,15 @@ NamespaceClient::NamespaceClient(zmq::context_t& context, std::string registry_e
 
 Result<RpcResponse> NamespaceClient::CallWithBudget(MessageType type, const FieldWriter& fields,
                                                     bool (*may_resend)(const Status&)) {
-  const auto budget = unreachable_ ? options_.unreachable_budget : options_.budget;
+  return CallWithin(type, fields, may_resend,
+                    unreachable_ ? options_.unreachable_budget : options_.budget,
+                    /*track_reachability=*/true);
+}
+
+Result<RpcResponse> NamespaceClient::CallWithin(MessageType type, const FieldWriter& fields,
+                                                bool (*may_resend)(const Status&),
+                                                std::chrono::milliseconds budget,
+                                                bool track_reachability) {
   const auto deadline = Clock::now() + budget;
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -38,7 +46,7 @@ Result<RpcResponse> NamespaceClient::CallWithBudget(MessageType type, const Fiel
       return r;
     }
     if (!may_resend(r.status()) || Clock::now() + std::chrono::milliseconds(100) >= deadline) {
-      unreachable_ = true;
+      if (track_reachability) unreachable_ = true;
       return Status::Error(r.status().code(), "registry " + channel_.endpoint() +
                                                   " unreachable: " + r.status().message());
     }
@@ -168,6 +176,15 @@ Result<ShardTableReply> NamespaceClient::GetShardTable(uint64_t ino, uint32_t fi
 
 Status NamespaceClient::SetReplicas(const SetReplicasRequest& request) {
   return StatusOf(Mutate(MessageType::kSetReplicas, request.Encode()));
+}
+
+Status NamespaceClient::ReportBadReplica(const std::string& node_id, const ShardKey& key,
+                                         std::string reason) {
+  ReportBadReplicaRequest req{node_id, key, std::move(reason)};
+  // Resent freely: reporting a replica twice does no harm.
+  return StatusOf(CallWithin(
+      MessageType::kReportBadReplica, req.Encode(), [](const Status&) { return true; },
+      options_.report_budget, /*track_reachability=*/false));
 }
 
 }  // namespace shardfs

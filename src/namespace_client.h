@@ -13,7 +13,9 @@
 #include <zmq.hpp>
 
 #include "protocol/namespace_messages.h"
+#include "protocol/registry_messages.h"
 #include "src/rpc_channel.h"
+#include "src/shard_key.h"
 #include "src/status.h"
 
 namespace shardfs {
@@ -29,6 +31,8 @@ class NamespaceClient {
     // succeeds, so a whole operation stays within the mount's 15 s bound.
     std::chrono::milliseconds budget{10000};
     std::chrono::milliseconds unreachable_budget{1500};
+    // ReportBadReplica: a hint for repair, not worth holding up a read for.
+    std::chrono::milliseconds report_budget{1000};
   };
 
   NamespaceClient(zmq::context_t& context, std::string registry_endpoint, Options options);
@@ -61,6 +65,10 @@ class NamespaceClient {
   Result<InodeAttrs> CommitShards(const CommitShardsRequest& request);
   Result<ShardTableReply> GetShardTable(uint64_t ino, uint32_t first, uint32_t count);
   Status SetReplicas(const SetReplicasRequest& request);
+  // Tells the registry that node `node_id`'s replica of `key` failed its
+  // checksum, so it is dropped and the shard repaired. Within
+  // Options::report_budget; a failure here only deserves a log line.
+  Status ReportBadReplica(const std::string& node_id, const ShardKey& key, std::string reason);
 
  private:
   Result<RpcResponse> Read(MessageType type, const FieldWriter& fields);
@@ -70,6 +78,12 @@ class NamespaceClient {
   // `may_resend` says which errors prove the request was not applied.
   Result<RpcResponse> CallWithBudget(MessageType type, const FieldWriter& fields,
                                      bool (*may_resend)(const Status&));
+  // The same with a budget of the caller's. Only `track_reachability` calls
+  // mark the registry unreachable when the budget runs out: a short budget
+  // spent says little about the registry.
+  Result<RpcResponse> CallWithin(MessageType type, const FieldWriter& fields,
+                                 bool (*may_resend)(const Status&),
+                                 std::chrono::milliseconds budget, bool track_reachability);
 
   RpcChannel channel_;
   const Options options_;

@@ -197,6 +197,10 @@ template <typename V>
 void Fields(V& v, DropOrphanOp& op) {
   v(op.ino), v(op.time_ns);
 }
+template <typename V>
+void Fields(V& v, SetShardReplicasOp& op) {
+  v(op.ino), v(op.index), v(op.generation), v(op.replicas), v(op.time_ns);
+}
 
 // Counts fields, so the encoder can write the array header first.
 struct CountVisitor {
@@ -224,6 +228,11 @@ struct PackVisitor {
   PackVisitor& operator()(const std::vector<ShardKey>& x) {
     pk.pack_array(static_cast<uint32_t>(x.size()));
     for (const ShardKey& k : x) codec::PackShardKey(pk, k);
+    return *this;
+  }
+  PackVisitor& operator()(const std::vector<std::string>& x) {
+    pk.pack_array(static_cast<uint32_t>(x.size()));
+    for (const std::string& s : x) codec::PackStr(pk, s);
     return *this;
   }
 };
@@ -269,6 +278,15 @@ struct ReadVisitor {
     List<ShardKey, codec::UnpackShardKey>(x);
     return *this;
   }
+  ReadVisitor& operator()(std::vector<std::string>& x) {
+    const msgpack::object* o = r.Next();
+    if (o == nullptr) return *this;
+    ArrayReader items(*o);
+    x.resize(items.remaining());
+    for (std::string& s : x) items.Str(&s);
+    if (!items.ok()) r.Fail();
+    return *this;
+  }
 };
 
 template <size_t I = 0>
@@ -295,7 +313,7 @@ std::string_view OpName(const NamespaceOp& op) {
       "mknod",           "mkdir",          "symlink",       "link",
       "unlink",          "rmdir",          "rename",        "setattr",
       "setxattr",        "removexattr",    "commit_shards", "set_replication_goal",
-      "allocate_inodes", "forget_garbage", "drop_orphan"};
+      "allocate_inodes", "forget_garbage", "drop_orphan",   "set_shard_replicas"};
   static_assert(std::size(kNames) == std::variant_size_v<NamespaceOp>);
   return kNames[op.index()];
 }

@@ -193,11 +193,24 @@ struct DropOrphanOp {
   int64_t time_ns = 0;
 };
 
+// Repair's change to where a shard lives: replaces the replica list of shard
+// `index` of `ino` if its current generation is still `generation` (kStale
+// otherwise: a writer replaced it meanwhile and the repair is moot). Nodes no
+// longer listed become garbage for that key. Unlike a recommit it leaves size
+// and times alone: moving copies is not a change to the file.
+struct SetShardReplicasOp {
+  uint64_t ino = 0;
+  uint32_t index = 0;
+  uint64_t generation = 0;
+  std::vector<std::string> replicas = {};
+  int64_t time_ns = 0;
+};
+
 // The index of each alternative is its kind number on disk minus one: append.
 using NamespaceOp =
     std::variant<MknodOp, MkdirOp, SymlinkOp, LinkOp, UnlinkOp, RmdirOp, RenameOp, SetattrOp,
                  SetxattrOp, RemovexattrOp, CommitShardsOp, SetReplicationGoalOp, AllocateInodesOp,
-                 ForgetGarbageOp, DropOrphanOp>;
+                 ForgetGarbageOp, DropOrphanOp, SetShardReplicasOp>;
 
 // "mknod", "rename", ... for logs and errors.
 std::string_view OpName(const NamespaceOp& op);

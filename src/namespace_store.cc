@@ -257,6 +257,9 @@ Result<ApplyResult> NamespaceStore::ApplyLocked(const NamespaceOp& op) {
         if constexpr (std::is_same_v<T, AllocateInodesOp>) return DoAllocateInodes(o, &result);
         if constexpr (std::is_same_v<T, ForgetGarbageOp>) return DoForgetGarbage(o, &result);
         if constexpr (std::is_same_v<T, DropOrphanOp>) return DoDropOrphan(o, &result);
+        if constexpr (std::is_same_v<T, SetShardReplicasOp>) {
+          return DoSetShardReplicas(o, &result);
+        }
       },
       op);
   if (!st.ok()) return st;
@@ -628,6 +631,46 @@ Status NamespaceStore::DoCommitShards(const CommitShardsOp& op, ApplyResult* r) 
   return Status::Ok();
 }
 
+Status NamespaceStore::DoSetShardReplicas(const SetShardReplicasOp& op, ApplyResult* r) {
+  Inode* inode = Find(op.ino);
+  if (inode == nullptr) return Err(ErrorCode::kNotFound, fmt::format("no inode {}", op.ino));
+  auto it = inode->shards.find(op.index);
+  if (it == inode->shards.end() || it->second.generation != op.generation) {
+    return Err(ErrorCode::kStale, fmt::format("shard {} of inode {} is no longer generation {}",
+                                              op.index, op.ino, op.generation));
+  }
+  if (op.replicas.empty()) {
+    return Err(ErrorCode::kInvalidArgument,
+               fmt::format("shard {} would have no replicas", op.index));
+  }
+  std::vector<std::string> sorted = op.replicas;
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+    return Err(ErrorCode::kInvalidArgument, fmt::format("shard {} lists a node twice", op.index));
+  }
+  ShardEntry& entry = it->second;
+  std::vector<std::string> dropped;
+  for (const std::string& node : entry.replicas) {
+    if (std::find(op.replicas.begin(), op.replicas.end(), node) == op.replicas.end()) {
+      dropped.push_back(node);
+    }
+  }
+  if (!dropped.empty()) ReleaseShard(op.ino, entry, std::move(dropped), op.time_ns, r);
+  entry.replicas = op.replicas;
+  // A node copied to again must not lose its new copy to an older garbage
+  // entry that still names it.
+  auto g = garbage_.find(ShardKey{op.ino, op.index, op.generation});
+  if (g != garbage_.end()) {
+    auto& holders = g->second.replicas;
+    std::erase_if(holders, [&](const std::string& node) {
+      return std::find(op.replicas.begin(), op.replicas.end(), node) != op.replicas.end();
+    });
+    if (holders.empty()) garbage_.erase(g);
+  }
+  r->ino = op.ino;
+  return Status::Ok();
+}
+
 Status NamespaceStore::DoSetReplicationGoal(const SetReplicationGoalOp& op, ApplyResult* r) {
   Inode* inode = Find(op.ino);
   if (inode == nullptr) return Err(ErrorCode::kNotFound, fmt::format("no inode {}", op.ino));
@@ -793,14 +836,60 @@ Result<std::vector<ShardEntry>> NamespaceStore::GetShards(uint64_t ino, uint32_t
 }
 
 std::vector<GarbageEntry> NamespaceStore::ListGarbage(int64_t released_before_ns,
-                                                      size_t max_entries) const {
+                                                      size_t max_entries,
+                                                      std::optional<ShardKey> after) const {
   std::shared_lock lock(mu_);
   std::vector<GarbageEntry> out;
-  for (const auto& [key, entry] : garbage_) {
-    if (out.size() >= max_entries) break;
-    if (entry.released_ns <= released_before_ns) out.push_back(entry);
+  auto it = after ? garbage_.upper_bound(*after) : garbage_.begin();
+  for (; it != garbage_.end() && out.size() < max_entries; ++it) {
+    if (it->second.released_ns <= released_before_ns) out.push_back(it->second);
   }
   return out;
+}
+
+std::vector<std::string> NamespaceStore::GarbageHolders(const ShardKey& key) const {
+  std::shared_lock lock(mu_);
+  auto it = garbage_.find(key);
+  if (it == garbage_.end()) return {};
+  return it->second.replicas;
+}
+
+void NamespaceStore::ForEachShard(
+    const std::function<void(uint64_t, uint32_t, const ShardEntry&)>& fn) const {
+  std::shared_lock lock(mu_);
+  for (const auto& [ino, inode] : inodes_) {
+    for (const auto& [index, entry] : inode.shards) fn(ino, inode.attrs.replication_goal, entry);
+  }
+}
+
+std::map<uint64_t, std::string> NamespaceStore::PathsOf(const std::set<uint64_t>& inos) const {
+  std::shared_lock lock(mu_);
+  std::map<uint64_t, std::string> out;
+  if (inos.empty()) return out;
+  // Iterative, so a deep tree cannot overflow the stack.
+  std::vector<std::pair<uint64_t, std::string>> dirs{{kRootIno, ""}};
+  while (!dirs.empty() && out.size() < inos.size()) {
+    auto [dir_ino, dir_path] = std::move(dirs.back());
+    dirs.pop_back();
+    const Inode* dir = Find(dir_ino);
+    if (dir == nullptr) continue;
+    for (const auto& [name, child] : dir->children) {
+      std::string path = dir_path + "/" + name;
+      if (inos.count(child) != 0) out.try_emplace(child, path);
+      const Inode* c = Find(child);
+      if (c != nullptr && IsDir(*c)) dirs.emplace_back(child, std::move(path));
+    }
+  }
+  return out;
+}
+
+std::optional<ShardEntry> NamespaceStore::GetShard(uint64_t ino, uint32_t index) const {
+  std::shared_lock lock(mu_);
+  const Inode* inode = Find(ino);
+  if (inode == nullptr) return std::nullopt;
+  auto it = inode->shards.find(index);
+  if (it == inode->shards.end()) return std::nullopt;
+  return it->second;
 }
 
 StoreStats NamespaceStore::Stats() const {

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -132,8 +133,23 @@ class NamespaceStore {
   Result<std::vector<ShardEntry>> GetShards(uint64_t ino, uint32_t first_index,
                                             uint32_t count) const;
   // Garbage released at or before `released_before_ns`, at most max_entries,
-  // in key order.
-  std::vector<GarbageEntry> ListGarbage(int64_t released_before_ns, size_t max_entries) const;
+  // in key order, starting after `after` (a cursor, so entries that cannot be
+  // deleted yet do not hide the ones behind them).
+  std::vector<GarbageEntry> ListGarbage(int64_t released_before_ns, size_t max_entries,
+                                        std::optional<ShardKey> after = std::nullopt) const;
+  // The nodes a garbage entry for `key` still names (empty if none): a copy
+  // there is about to be deleted, so it must not be counted or re-used.
+  std::vector<std::string> GarbageHolders(const ShardKey& key) const;
+  // Calls `fn(ino, replication_goal, entry)` for every shard table entry of
+  // every regular file, under the shared lock: `fn` must be quick and must
+  // not call back into the store. Goal 0 means the cluster default.
+  void ForEachShard(
+      const std::function<void(uint64_t ino, uint32_t goal, const ShardEntry& entry)>& fn) const;
+  // A path from the root for each of `inos` that is reachable (hard links:
+  // the first one found); unlinked inodes are left out. Walks the whole tree.
+  std::map<uint64_t, std::string> PathsOf(const std::set<uint64_t>& inos) const;
+  // The current entry of shard `index` of `ino`, or nullopt.
+  std::optional<ShardEntry> GetShard(uint64_t ino, uint32_t index) const;
   StoreStats Stats() const;
 
   // Checks the structural invariants: every entry names a live inode; every
@@ -176,6 +192,7 @@ class NamespaceStore {
   Status DoAllocateInodes(const AllocateInodesOp& op, ApplyResult* r);
   Status DoForgetGarbage(const ForgetGarbageOp& op, ApplyResult* r);
   Status DoDropOrphan(const DropOrphanOp& op, ApplyResult* r);
+  Status DoSetShardReplicas(const SetShardReplicasOp& op, ApplyResult* r);
 
   Inode* Find(uint64_t ino);
   const Inode* Find(uint64_t ino) const;

@@ -125,6 +125,16 @@ Result<InventoryReply> NodeClient::Inventory(const std::string& endpoint,
   return InventoryReply::Decode(r.header.fields);
 }
 
+Result<PutShardReply> NodeClient::CopyFrom(const std::string& endpoint,
+                                           const CopyShardFromRequest& request) {
+  // Not retried here: a timed-out copy may still be running on the target,
+  // and a second one would only compete with it for the same sources.
+  SHARDFS_ASSIGN_OR_RETURN(
+      RpcResponse r,
+      Channel(endpoint).Call(MessageType::kCopyShardFrom, request.Encode(), options_.copy_timeout));
+  return PutShardReply::Decode(r.header.fields);
+}
+
 std::vector<Status> NodeClient::PutToAll(const std::vector<std::string>& endpoints,
                                          const ShardKey& key, std::string_view data, bool sync,
                                          uint64_t checksum) {

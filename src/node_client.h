@@ -36,6 +36,10 @@ class NodeClient {
     std::chrono::milliseconds attempt_timeout{5000};
     int attempts = 2;  // tries per request on timeouts and busy nodes
     std::chrono::milliseconds retry_backoff{50};
+    // Deadline of one CopyFrom: the target fetches a whole shard from its
+    // peers (possibly several, one after the other), which takes longer than
+    // any one request. The target gives up on its own before this.
+    std::chrono::milliseconds copy_timeout{30000};
   };
 
   explicit NodeClient(zmq::context_t& context) : NodeClient(context, Options()) {}
@@ -59,6 +63,10 @@ class NodeClient {
   Result<ShardStatReply> Stat(const std::string& endpoint, const ShardKey& key);
   Result<InventoryReply> Inventory(const std::string& endpoint, std::optional<ShardKey> after,
                                    uint64_t max);
+  // Repair: asks the node at `endpoint` to fetch the shard from one of the
+  // request's sources and store it. Sent once, with Options::copy_timeout as
+  // its deadline; the caller (the registry's repair) decides about retries.
+  Result<PutShardReply> CopyFrom(const std::string& endpoint, const CopyShardFromRequest& request);
 
   // Puts the same bytes to every endpoint at once; one Status per endpoint.
   std::vector<Status> PutToAll(const std::vector<std::string>& endpoints, const ShardKey& key,

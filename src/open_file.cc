@@ -153,7 +153,16 @@ Status OpenFile::ReadShardLocked(uint32_t index, uint64_t offset, std::span<char
   if (it != table_.end() && offset < it->second.length) {
     const ShardEntry& entry = it->second;
     uint64_t want = std::min<uint64_t>(out.size(), entry.length - offset);
-    auto endpoints = dp_.directory->Endpoints(entry.replicas);
+    // The replicas whose endpoint is known, with their node ids alongside,
+    // so a failure (indexed into `endpoints`) can be reported by node id.
+    std::vector<std::string> ids;
+    std::vector<std::string> endpoints;
+    for (const auto& id : entry.replicas) {
+      if (auto ep = dp_.directory->Endpoint(id)) {
+        ids.push_back(id);
+        endpoints.push_back(*ep);
+      }
+    }
     auto start = Clock::now();
     std::vector<std::pair<size_t, Status>> failures;
     auto read = dp_.nodes->GetFromAny(endpoints, KeyOf(ino_, entry), offset, want,
@@ -161,6 +170,9 @@ Status OpenFile::ReadShardLocked(uint32_t index, uint64_t offset, std::span<char
     for (const auto& [replica, status] : failures) {
       spdlog::warn("replica {} of {}: {}", endpoints[replica], KeyOf(ino_, entry).ToString(),
                    status.ToString());
+      if (status.code() == ErrorCode::kCorrupt) {
+        NoteBadReplica(ids[replica], KeyOf(ino_, entry), status);
+      }
     }
     if (!read.ok()) return read.status();
     if (read->replica_index == 0) {
@@ -178,23 +190,53 @@ Status OpenFile::ReadShardLocked(uint32_t index, uint64_t offset, std::span<char
   return Status::Ok();
 }
 
-Result<std::string> OpenFile::Read(uint64_t offset, uint64_t length) {
-  std::shared_lock<std::shared_mutex> lock(mu_);
-  if (offset >= attrs_.size) return std::string();
-  length = std::min(length, attrs_.size - offset);
-  std::string out(length, '\0');
-  const uint64_t shard_size = ShardSize();
-  uint64_t done = 0;
-  while (done < length) {
-    uint64_t pos = offset + done;
-    uint32_t index = static_cast<uint32_t>(pos / shard_size);
-    uint64_t in_shard = pos % shard_size;
-    uint64_t n = std::min(length - done, shard_size - in_shard);
-    SHARDFS_RETURN_IF_ERROR(
-        ReadShardLocked(index, in_shard, std::span<char>(out.data() + done, n)));
-    done += n;
+void OpenFile::NoteBadReplica(const std::string& node_id, const ShardKey& key,
+                              const Status& status) {
+  std::lock_guard<std::mutex> lock(reports_mu_);
+  if (!reported_.insert({node_id, key}).second) return;
+  unsent_reports_.push_back({node_id, key, status.ToString()});
+}
+
+void OpenFile::SendBadReplicaReports() {
+  std::vector<BadReplica> reports;
+  {
+    std::lock_guard<std::mutex> lock(reports_mu_);
+    reports.swap(unsent_reports_);
   }
-  return out;
+  for (auto& r : reports) {
+    Status st = dp_.ns->ReportBadReplica(r.node_id, r.key, std::move(r.reason));
+    if (st.ok()) {
+      spdlog::info("reported bad replica {} of {}", r.node_id, r.key.ToString());
+    } else {
+      spdlog::warn("cannot report bad replica {} of {}: {}", r.node_id, r.key.ToString(),
+                   st.ToString());
+    }
+  }
+}
+
+Result<std::string> OpenFile::Read(uint64_t offset, uint64_t length) {
+  Result<std::string> result = [&]() -> Result<std::string> {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    if (offset >= attrs_.size) return std::string();
+    length = std::min(length, attrs_.size - offset);
+    std::string out(length, '\0');
+    const uint64_t shard_size = ShardSize();
+    uint64_t done = 0;
+    while (done < length) {
+      uint64_t pos = offset + done;
+      uint32_t index = static_cast<uint32_t>(pos / shard_size);
+      uint64_t in_shard = pos % shard_size;
+      uint64_t n = std::min(length - done, shard_size - in_shard);
+      SHARDFS_RETURN_IF_ERROR(
+          ReadShardLocked(index, in_shard, std::span<char>(out.data() + done, n)));
+      done += n;
+    }
+    return out;
+  }();
+  // The read has its answer; reports (rare: one per bad replica and key)
+  // go out now, outside the lock.
+  SendBadReplicaReports();
+  return result;
 }
 
 Status OpenFile::Write(uint64_t offset, std::string_view data) {
@@ -393,9 +435,15 @@ Status OpenFile::CommitLocked() {
 }
 
 Status OpenFile::Flush(bool sync) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
-  SHARDFS_RETURN_IF_ERROR(StoreAllLocked(sync));
-  return CommitLocked();
+  Status st = [&]() -> Status {
+    std::unique_lock<std::shared_mutex> lock(mu_);
+    SHARDFS_RETURN_IF_ERROR(StoreAllLocked(sync));
+    return CommitLocked();
+  }();
+  // A rewrite that fell back to reading the old shard may have met a bad
+  // replica.
+  SendBadReplicaReports();
+  return st;
 }
 
 Status OpenFile::Truncate(uint64_t size) {

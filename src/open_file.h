@@ -10,6 +10,10 @@
 // copies locally, so unchanged bytes never cross the network. Flush() then
 // commits the new generations and size at the registry in one step, the
 // moment the change becomes visible to other clients.
+//
+// A replica that answers a read with CORRUPT is reported to the registry
+// (NamespaceClient::ReportBadReplica) once per replica and key, after the
+// read has its answer, so the shard gets repaired.
 #pragma once
 
 #include <chrono>
@@ -17,8 +21,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "src/latency_tracker.h"
@@ -89,6 +96,11 @@ class OpenFile {
   Status StoreAllLocked(bool sync);
   Status CommitLocked();
   Status ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out);
+  // Queues a report of a corrupt replica, unless one was queued before.
+  void NoteBadReplica(const std::string& node_id, const ShardKey& key, const Status& status);
+  // Sends the queued reports. Called without mu_ held, after a read or
+  // flush has its answer, so a slow registry holds up no other thread.
+  void SendBadReplicaReports();
   uint64_t ShardSize() const { return attrs_.shard_size ? attrs_.shard_size : kDefaultShardSize; }
 
   DataPath& dp_;
@@ -100,6 +112,17 @@ class OpenFile {
   std::map<uint32_t, ShardEntry> stored_;  // guarded by mu_; stored, not yet committed
   uint64_t dirty_bytes_ = 0;               // guarded by mu_
   bool size_changed_ = false;              // guarded by mu_
+
+  // Bad-replica reports. Their own lock, because reads find bad replicas
+  // while holding mu_ only shared.
+  struct BadReplica {
+    std::string node_id;
+    ShardKey key;
+    std::string reason;
+  };
+  std::mutex reports_mu_;
+  std::set<std::pair<std::string, ShardKey>> reported_;  // guarded by reports_mu_
+  std::vector<BadReplica> unsent_reports_;               // guarded by reports_mu_
 };
 
 }  // namespace shardfs

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 
@@ -62,7 +63,8 @@ class RegistryLink::State {
  public:
   std::unique_ptr<RpcChannel> channel;
   std::optional<BeaconListener> listener;
-  int failures = 0;  // consecutive failed calls
+  int failures = 0;     // consecutive failed calls
+  std::string node_id;  // as last registered; the reports' sender
 };
 
 RegistryLink::RegistryLink(zmq::context_t& context, Options options, ReportFn report)
@@ -169,6 +171,7 @@ Status RegistryLink::Register() {
     std::lock_guard<std::mutex> lock(mu_);
     advertised_ = req.endpoint;
   }
+  state_->node_id = req.node_id;
   epoch_ = reply.epoch;
   registered_ = true;
   registrations_.fetch_add(1);
@@ -195,6 +198,64 @@ Status RegistryLink::Heartbeat() {
     registered_ = false;
   }
   return Status::Ok();
+}
+
+void RegistryLink::ReportBadReplica(const ShardKey& key, std::string reason) {
+  std::lock_guard<std::mutex> lock(reports_mu_);
+  for (const QueuedReport& queued : reports_) {
+    if (queued.key == key) return;
+  }
+  if (reports_.size() >= std::max<size_t>(1, options_.max_queued_reports)) {
+    spdlog::warn("registry link: {} bad-replica reports queued; dropping the one of {}",
+                 reports_.size(), reports_.front().key.ToString());
+    reports_.pop_front();
+  }
+  reports_.push_back({++next_report_id_, key, std::move(reason), 0});
+}
+
+void RegistryLink::SendQueuedReports(Clock::time_point until) {
+  State& s = *state_;
+  while (Clock::now() < until && !stopping()) {
+    QueuedReport report;
+    {
+      std::lock_guard<std::mutex> lock(reports_mu_);
+      if (reports_.empty()) return;
+      report = reports_.front();
+    }
+    ReportBadReplicaRequest req{s.node_id, report.key, report.reason};
+    auto sent = s.channel->Call(MessageType::kReportBadReplica, req.Encode(), options_.rpc_timeout);
+    // No answer: the report may go again. An answer, even an error (say, a
+    // registry that knows nothing of the shard any more), settles it.
+    const bool unanswered = !sent.ok() && (IsNotConnected(sent.status()) ||
+                                           sent.status().code() == ErrorCode::kTimeout ||
+                                           sent.status().code() == ErrorCode::kBusy);
+    std::lock_guard<std::mutex> lock(reports_mu_);
+    // Found by id: while it was being sent, the report may have been pushed
+    // out of a full queue.
+    auto it = std::find_if(reports_.begin(), reports_.end(),
+                           [&](const QueuedReport& q) { return q.id == report.id; });
+    if (sent.ok() || !unanswered) {
+      if (sent.ok()) {
+        reports_sent_.fetch_add(1);
+        spdlog::info("registry link: reported bad replica {} to {}", report.key.ToString(),
+                     s.channel->endpoint());
+      } else {
+        spdlog::warn("registry link: registry refused the report of bad replica {}: {}",
+                     report.key.ToString(), sent.status().ToString());
+      }
+      if (it != reports_.end()) reports_.erase(it);
+      continue;
+    }
+    if (it != reports_.end() && ++it->failed_sends >= options_.report_attempts) {
+      spdlog::warn("registry link: dropping the report of bad replica {} after {} tries: {}",
+                   report.key.ToString(), it->failed_sends, sent.status().ToString());
+      reports_.erase(it);
+    } else if (it != reports_.end()) {
+      spdlog::warn("registry link: report of bad replica {} got no answer ({}); will retry",
+                   report.key.ToString(), sent.status().ToString());
+    }
+    return;  // the registry is not answering: wait for the next heartbeat
+  }
 }
 
 void RegistryLink::Loop() {
@@ -237,6 +298,11 @@ void RegistryLink::Loop() {
           s.failures = 0;
         }
       }
+    }
+    // Between heartbeats, and only right after the registry answered one:
+    // while it is away, reports wait instead of using up their attempts.
+    if (st.ok() && registered_.load()) {
+      SendQueuedReports(round_start + options_.heartbeat_interval);
     }
     auto elapsed =
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - round_start);

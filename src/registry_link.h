@@ -13,12 +13,18 @@
 // A node listening on every interface (tcp://0.0.0.0:PORT) advertises the
 // local address it uses to reach the registry, which is the address other
 // machines on that network can reach it at.
+//
+// The link also carries the node's bad-replica reports (shards its scrubber
+// found corrupt): ReportBadReplica() only queues one, and the link's thread
+// sends the queue between heartbeats, because the link's socket belongs to
+// that thread.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -28,6 +34,7 @@
 
 #include "protocol/beacon.h"
 #include "protocol/registry_messages.h"
+#include "src/shard_key.h"
 #include "src/status.h"
 
 namespace shardfs {
@@ -35,8 +42,8 @@ namespace shardfs {
 // `flag` if non-empty, else $SHARDFS_REGISTRY, else "" (discover by beacon).
 std::string RegistryEndpointFromFlagOrEnv(std::string_view flag);
 
-// Start/Stop belong to the node server's main thread; the getters are
-// thread-safe.
+// Start/Stop belong to the node server's main thread; ReportBadReplica and
+// the getters are thread-safe.
 class RegistryLink {
  public:
   // What the node reports about itself. Called on the link's thread before
@@ -60,6 +67,13 @@ class RegistryLink {
     // Consecutive failed heartbeats after which the node registers again
     // (and, with a discovered endpoint, listens for the beacon again).
     int failures_before_reset = 3;
+    // Bad-replica reports waiting to be sent; past this the oldest is
+    // dropped (the next scrub pass finds that shard again).
+    size_t max_queued_reports = 1024;
+    // Sends of one report that got no answer before it is dropped. Reports
+    // are only sent while heartbeats get through, so an outage of the
+    // registry does not use these up: they wait in the queue.
+    int report_attempts = 3;
   };
 
   // `context` must outlive the link.
@@ -83,15 +97,32 @@ class RegistryLink {
   // Successful registrations so far (a re-registration counts again).
   uint64_t registrations() const { return registrations_.load(); }
 
+  // Queues a report that this node's replica of `key` is bad, for the link's
+  // thread to send to the registry (kReportBadReplica). Returns at once,
+  // from any thread; the same key is queued only once.
+  void ReportBadReplica(const ShardKey& key, std::string reason);
+  // Reports the registry has acknowledged so far.
+  uint64_t reports_sent() const { return reports_sent_.load(); }
+
  private:
   void Loop();
   bool Discover();  // true once an endpoint is known
   Status Register();
   Status Heartbeat();
   NodeReport CurrentReport();
+  // Sends queued reports until the queue is empty, a send gets no answer,
+  // or `until` has passed (the next heartbeat is due).
+  void SendQueuedReports(std::chrono::steady_clock::time_point until);
   // Sleeps up to `d`; false when stopping.
   bool SleepFor(std::chrono::milliseconds d);
   bool stopping();
+
+  struct QueuedReport {
+    uint64_t id = 0;  // tells a report from a later one of the same key
+    ShardKey key;
+    std::string reason;
+    int failed_sends = 0;
+  };
 
   zmq::context_t& context_;
   const Options options_;
@@ -107,6 +138,11 @@ class RegistryLink {
   std::atomic<bool> registered_{false};
   std::atomic<uint64_t> epoch_{0};
   std::atomic<uint64_t> registrations_{0};
+
+  std::mutex reports_mu_;
+  std::deque<QueuedReport> reports_;  // guarded by reports_mu_, oldest first
+  uint64_t next_report_id_ = 0;       // guarded by reports_mu_
+  std::atomic<uint64_t> reports_sent_{0};
 
   // Used only on the link's thread.
   class State;

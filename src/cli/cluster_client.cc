@@ -36,6 +36,21 @@ Result<ClusterMap> ClusterClient::Map() {
   return ClusterMap::Decode(r.header.fields);
 }
 
+Result<FsckReply> ClusterClient::Fsck(uint64_t max_files) {
+  // A scan of every shard table: allow it time on a large namespace.
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r,
+                           registry_.Call(MessageType::kFsck, FsckRequest{max_files}.Encode(),
+                                          std::chrono::milliseconds(60000)));
+  return FsckReply::Decode(r.header.fields);
+}
+
+Status ClusterClient::SetDraining(const std::string& node_id, bool draining) {
+  return registry_
+      .Call(MessageType::kSetDraining, SetDrainingRequest{node_id, draining}.Encode(),
+            std::chrono::milliseconds(5000))
+      .status();
+}
+
 Result<InodeAttrs> ClusterClient::Resolve(const std::string& path) {
   SHARDFS_ASSIGN_OR_RETURN(InodeAttrs attrs, ns_.GetAttr(kRootIno));
   for (const auto& part : SplitPath(path)) {

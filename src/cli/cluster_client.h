@@ -9,6 +9,7 @@
 #include <string>
 #include <zmq.hpp>
 
+#include "protocol/health_messages.h"
 #include "src/cluster_map.h"
 #include "src/latency_tracker.h"
 #include "src/namespace_client.h"
@@ -27,6 +28,9 @@ class ClusterClient {
   NamespaceClient& ns() { return ns_; }
   DataPath& data_path() { return data_path_; }
   Result<ClusterMap> Map();
+  // The registry's health report (see protocol/health_messages.h).
+  Result<FsckReply> Fsck(uint64_t max_files);
+  Status SetDraining(const std::string& node_id, bool draining);
 
   // "/a/b/c" (or "a/b/c") to the attributes of what it names.
   Result<InodeAttrs> Resolve(const std::string& path);

@@ -9,7 +9,9 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "src/byte_size.h"
 #include "src/cli/cluster_client.h"
@@ -80,9 +82,159 @@ json AttrsJson(const InodeAttrs& a) {
               {"replication_goal", a.replication_goal}};
 }
 
+std::string Duration(uint64_t seconds) {
+  if (seconds < 120) return std::to_string(seconds) + " s";
+  if (seconds < 7200) return std::to_string(seconds / 60) + " min";
+  return std::to_string(seconds / 3600) + " h";
+}
+
+json RepairJson(const RepairProgress& r) {
+  return json{{"pending_copies", r.pending_copies},     {"pending_bytes", r.pending_bytes},
+              {"copied_copies", r.copied_copies},       {"copied_bytes", r.copied_bytes},
+              {"bytes_per_second", r.bytes_per_second}, {"eta_seconds", r.eta_seconds}};
+}
+
+json HealthJson(const FsckReply& f) {
+  return json{{"files", f.files},
+              {"shards", f.shards},
+              {"healthy", f.healthy},
+              {"under_replicated", f.under_replicated},
+              {"unavailable", f.unavailable},
+              {"lost", f.lost},
+              {"files_degraded", f.files_degraded},
+              {"files_lost", f.files_lost}};
+}
+
+void PrintRepair(const RepairProgress& r) {
+  if (r.pending_copies == 0) return;
+  std::printf("repair: %llu copies (%s) to make, %s/s, about %s left\n",
+              static_cast<unsigned long long>(r.pending_copies),
+              FormatByteSize(r.pending_bytes).c_str(), FormatByteSize(r.bytes_per_second).c_str(),
+              r.eta_seconds > 0 ? Duration(r.eta_seconds).c_str() : "?");
+}
+
+// The id of a node named by id, unique id prefix or endpoint.
+Result<std::string> ResolveNode(ClusterClient& c, const std::string& name) {
+  SHARDFS_ASSIGN_OR_RETURN(ClusterMap map, c.Map());
+  std::vector<std::string> matches;
+  for (const auto& n : map.nodes) {
+    if (n.id == name || n.endpoint == name) return n.id;
+    if (n.id.rfind(name, 0) == 0) matches.push_back(n.id);
+  }
+  if (matches.size() == 1) return matches[0];
+  return Status::Error(
+      matches.empty() ? ErrorCode::kNotFound : ErrorCode::kInvalidArgument,
+      matches.empty() ? "no node " + name : "more than one node starts with " + name);
+}
+
+// `shardfs drain NODE`: marks it draining, then (with --wait) waits until no
+// shard table lists it. Exit 0 once it is safe to stop, 1 if not (yet).
+int Drain(ClusterClient& c, const std::string& name, bool undo, bool wait, bool as_json) {
+  auto id = ResolveNode(c, name);
+  if (!id.ok()) return Fail("drain", id.status());
+  if (Status st = c.SetDraining(*id, !undo); !st.ok()) return Fail("drain " + *id, st);
+  if (undo) {
+    std::printf("node %s takes new shards again\n", id->c_str());
+    return 0;
+  }
+  while (true) {
+    auto f = c.Fsck(0);
+    if (!f.ok()) return Fail("drain", f.status());
+    uint64_t left = 0;
+    for (const auto& n : f->nodes) {
+      if (n.node_id == *id) left = n.replicas;
+    }
+    // Safe only when nothing lists the node and no shard anywhere is short:
+    // a shard short of copies may still need this node's copy as a source.
+    const bool safe = left == 0 && f->under_replicated == 0 && f->unavailable == 0;
+    if (as_json) {
+      if (safe || !wait) {
+        std::cout << json{{"node", *id},
+                          {"replicas_left", left},
+                          {"safe_to_stop", safe},
+                          {"repair", RepairJson(f->repair)}}
+                         .dump(2)
+                  << "\n";
+      }
+    } else if (safe) {
+      std::printf("node %s holds no shard the cluster needs: safe to stop\n", id->c_str());
+    } else {
+      std::printf("node %s is draining: %llu shard replica(s) still listed on it", id->c_str(),
+                  static_cast<unsigned long long>(left));
+      if (f->repair.eta_seconds > 0) {
+        std::printf(", about %s left", Duration(f->repair.eta_seconds).c_str());
+      }
+      std::printf("\n");
+      std::fflush(stdout);
+    }
+    if (safe) return 0;
+    if (!wait) return 1;
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+}
+
+// `shardfs fsck`: exit 0 healthy, 1 degraded, 2 data lost; names every
+// affected file (up to --max-files).
+int Fsck(ClusterClient& c, uint64_t max_files, bool as_json) {
+  auto f = c.Fsck(max_files);
+  if (!f.ok()) {
+    Fail("fsck", f.status());
+    return 3;  // neither healthy nor known to be degraded
+  }
+  if (as_json) {
+    json files = json::array();
+    for (const auto& a : f->affected) {
+      files.push_back({{"path", a.path},
+                       {"ino", a.ino},
+                       {"state", a.state},
+                       {"shards", a.shards},
+                       {"fewest_copies", a.fewest}});
+    }
+    json nodes = json::array();
+    for (const auto& n : f->nodes)
+      nodes.push_back({{"node_id", n.node_id}, {"replicas", n.replicas}});
+    json out = HealthJson(*f);
+    out["affected"] = files;
+    out["nodes"] = nodes;
+    out["repair"] = RepairJson(f->repair);
+    out["status"] = f->ExitCode() == 0 ? "healthy" : f->ExitCode() == 1 ? "degraded" : "lost";
+    std::cout << out.dump(2) << "\n";
+    return f->ExitCode();
+  }
+  for (const auto& a : f->affected) {
+    std::printf("%-11s %s (%llu shard(s) affected, fewest copies %llu)\n", a.state.c_str(),
+                a.path.empty() ? ("<unlinked inode " + std::to_string(a.ino) + ">").c_str()
+                               : a.path.c_str(),
+                static_cast<unsigned long long>(a.shards),
+                static_cast<unsigned long long>(a.fewest));
+  }
+  const uint64_t named = f->affected.size(), total = f->files_degraded + f->files_lost;
+  if (named < total) {
+    std::printf("... and %llu more file(s)\n", static_cast<unsigned long long>(total - named));
+  }
+  std::printf(
+      "%llu files, %llu shards: %llu healthy, %llu under-replicated, %llu unavailable, "
+      "%llu lost\n",
+      static_cast<unsigned long long>(f->files), static_cast<unsigned long long>(f->shards),
+      static_cast<unsigned long long>(f->healthy),
+      static_cast<unsigned long long>(f->under_replicated),
+      static_cast<unsigned long long>(f->unavailable), static_cast<unsigned long long>(f->lost));
+  PrintRepair(f->repair);
+  std::printf("status: %s\n", f->ExitCode() == 0   ? "healthy"
+                              : f->ExitCode() == 1 ? "degraded"
+                                                   : "DATA LOST");
+  return f->ExitCode();
+}
+
 int Status_(ClusterClient& c, bool as_json) {
   auto map = c.Map();
   if (!map.ok()) return Fail("status", map.status());
+  // Health is best effort: the map alone is still worth showing.
+  auto health = c.Fsck(0);
+  std::map<std::string, uint64_t> listed;
+  if (health.ok()) {
+    for (const auto& n : health->nodes) listed[n.node_id] = n.replicas;
+  }
   uint64_t capacity = 0, used = 0, shards = 0, up = 0;
   json nodes = json::array();
   for (const auto& n : map->nodes) {
@@ -98,11 +250,16 @@ int Status_(ClusterClient& c, bool as_json) {
                      {"state", std::string(NodeStateName(n.state))},
                      {"capacity", n.capacity},
                      {"used", n.used},
-                     {"shards", n.shard_count}});
+                     {"shards", n.shard_count},
+                     {"replicas_listed", listed[n.id]}});
   }
   if (as_json) {
     json out{{"epoch", map->epoch},  {"nodes", nodes}, {"nodes_up", up},
              {"capacity", capacity}, {"used", used},   {"shards", shards}};
+    if (health.ok()) {
+      out["health"] = HealthJson(*health);
+      out["repair"] = RepairJson(health->repair);
+    }
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -117,6 +274,20 @@ int Status_(ClusterClient& c, bool as_json) {
                 std::string(NodeStateName(n.state)).c_str(), FormatByteSize(n.used).c_str(),
                 FormatByteSize(n.capacity).c_str(), static_cast<unsigned long long>(n.shard_count));
   }
+  if (!health.ok()) {
+    std::printf("\nhealth: unknown (%s)\n", health.status().ToString().c_str());
+    return 0;
+  }
+  std::printf(
+      "\n%llu files, %llu shards: %llu healthy, %llu under-replicated, %llu unavailable, "
+      "%llu lost\n",
+      static_cast<unsigned long long>(health->files),
+      static_cast<unsigned long long>(health->shards),
+      static_cast<unsigned long long>(health->healthy),
+      static_cast<unsigned long long>(health->under_replicated),
+      static_cast<unsigned long long>(health->unavailable),
+      static_cast<unsigned long long>(health->lost));
+  PrintRepair(health->repair);
   return 0;
 }
 
@@ -349,7 +520,20 @@ int main(int argc, char** argv) {
   replicas->add_flag("-r,--recursive", recursive, "a whole tree");
   replicas->add_option("PATH", path)->required();
   replicas->add_option("N", goal)->required()->check(CLI::Range(1, 16));
-  for (auto* sub : {status, ls, info}) sub->add_flag("--json", as_json, "machine-readable output");
+  auto* fsck = app.add_subcommand(
+      "fsck", "check every shard against its goal; exit 0 healthy, 1 degraded, 2 data lost");
+  uint64_t max_files = 1000;
+  fsck->add_option("--max-files", max_files, "affected files to name")->capture_default_str();
+  auto* drain = app.add_subcommand(
+      "drain", "move every shard off a node so it can be removed; says when it is safe to stop");
+  std::string node;
+  bool undo = false, wait = false;
+  drain->add_option("NODE", node, "node id, unique id prefix or endpoint")->required();
+  drain->add_flag("--undo", undo, "let the node take new shards again");
+  drain->add_flag("--wait", wait, "wait until it is safe to stop the node");
+  for (auto* sub : {status, ls, info, fsck, drain}) {
+    sub->add_flag("--json", as_json, "machine-readable output");
+  }
 
   CLI11_PARSE(app, argc, argv);
   if (registry.empty()) {
@@ -363,5 +547,7 @@ int main(int argc, char** argv) {
   if (*put) return Put(client, local, path);
   if (*get) return Get(client, path, local);
   if (*replicas) return Replicas(client, path, goal, recursive);
+  if (*fsck) return Fsck(client, max_files, as_json);
+  if (*drain) return Drain(client, node, undo, wait, as_json);
   return 2;
 }

@@ -73,6 +73,14 @@ int main(int argc, char** argv) {
         Reply(MessageType::kNodeInfo, 9,
               NodeInfoReply{"0123456789abcdef0123456789abcdef", 1ull << 40, 1ull << 30, 4242}
                   .Encode()));
+  CopyShardFromRequest copy;
+  copy.key = key;
+  copy.length = 4 << 20;
+  copy.checksum = 0xfeedface;
+  copy.sources = {"tcp://127.0.0.1:7410", "tcp://node-b.example:7411", "tcp://[::1]:7412"};
+  copy.sync = true;
+  Write(node, "copy_shard_from_request",
+        EncodeHeader(MessageType::kCopyShardFrom, 11, copy.Encode()));
   Write(node, "error_reply",
         EncodeHeader(MessageType::kError, 10,
                      ErrorFields(Status::Error(ErrorCode::kNotFound, "no shard"))));

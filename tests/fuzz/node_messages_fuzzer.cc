@@ -5,7 +5,8 @@
 // whatever the header's type says: a peer chooses the type too. Each Decode
 // must return a message or a kBadMessage error, never crash; what it accepts
 // must obey the limits the node relies on (lengths within a shard, patches
-// within the new length, inventory pages of 1..kMaxInventoryPage); and a
+// within the new length, inventory pages of 1..kMaxInventoryPage, copy
+// requests with 1..kMaxCopySources tcp:// sources); and a
 // decoded message, encoded again and decoded again, must come back equal,
 // so Encode() and Decode() agree on the wire format.
 //
@@ -75,6 +76,10 @@ bool Same(const InventoryReply& a, const InventoryReply& b) {
   }
   return true;
 }
+bool Same(const CopyShardFromRequest& a, const CopyShardFromRequest& b) {
+  return a.key == b.key && a.length == b.length && a.checksum == b.checksum &&
+         a.sources == b.sources && a.sync == b.sync;
+}
 bool Same(const NodeInfoReply& a, const NodeInfoReply& b) {
   return a.node_id == b.node_id && a.capacity == b.capacity && a.used == b.used &&
          a.shard_count == b.shard_count;
@@ -108,6 +113,13 @@ void CheckLimits(const InventoryRequest& m) {
 void CheckLimits(const InventoryReply& m) {
   FUZZ_CHECK(m.entries.size() <= kMaxInventoryPage);
   for (const auto& e : m.entries) FUZZ_CHECK(e.length <= kMaxShardBytes);
+}
+void CheckLimits(const CopyShardFromRequest& m) {
+  FUZZ_CHECK(m.length <= kMaxShardBytes);
+  FUZZ_CHECK(!m.sources.empty() && m.sources.size() <= kMaxCopySources);
+  for (const auto& source : m.sources) {
+    FUZZ_CHECK(source.size() <= 256 && source.rfind("tcp://", 0) == 0);
+  }
 }
 void CheckLimits(const NodeInfoReply& m) {
   FUZZ_CHECK(m.node_id.size() <= kMaxNodeIdLength);
@@ -148,6 +160,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   DecodeAs<ShardStatReply>(f, t, id);
   DecodeAs<InventoryRequest>(f, t, id);
   DecodeAs<InventoryReply>(f, t, id);
+  DecodeAs<CopyShardFromRequest>(f, t, id);
   DecodeAs<NodeInfoReply>(f, t, id);
   return 0;
 }

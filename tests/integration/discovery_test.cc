@@ -10,6 +10,7 @@
 #include <zmq_addon.hpp>
 
 #include "protocol/envelope.h"
+#include "protocol/health_messages.h"
 #include "protocol/registry_messages.h"
 #include "src/beacon_listener.h"
 #include "src/cluster_map_subscriber.h"
@@ -188,7 +189,14 @@ TEST_F(DiscoveryTest, BadMessagesGetErrorRepliesAndTheRegistryKeepsServing) {
     w.U64("id", 5);
     cases.push_back({MessageType::kHeartbeat, std::move(w), ErrorCode::kBadMessage});
   }
-  cases.push_back({MessageType::kReportBadReplica, FieldWriter(), ErrorCode::kUnknownType});
+  cases.push_back({MessageType::kReportBadReplica, FieldWriter(), ErrorCode::kBadMessage});
+  cases.push_back({MessageType::kSetDraining, FieldWriter(), ErrorCode::kBadMessage});
+  {
+    SetDrainingRequest unknown;
+    unknown.node_id = "ffffffffffffffffffffffffffffffff";
+    cases.push_back({MessageType::kSetDraining, unknown.Encode(), ErrorCode::kNotFound});
+  }
+  cases.push_back({static_cast<MessageType>(299), FieldWriter(), ErrorCode::kUnknownType});
   // Namespace range: handed to the namespace service, which refuses it too.
   cases.push_back({MessageType::kGetAttr, FieldWriter(), ErrorCode::kBadMessage});
   cases.push_back({MessageType::kPutShard, FieldWriter(), ErrorCode::kUnknownType});
@@ -235,6 +243,15 @@ TEST_F(DiscoveryTest, NodeRegistersAgainAfterRegistryIsKilledAndRestarted) {
 }
 
 TEST_F(DiscoveryTest, RegistryRefusesASecondInstanceOnTheSameMetaDir) {
+  // The first one must hold the lock before the second starts; on a loaded
+  // machine it may still be starting.
+  RpcChannel channel(ctx_, Endpoint());
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return channel.Call(MessageType::kClusterMap, GetClusterMapRequest{}.Encode(), 1s).ok();
+      },
+      10s))
+      << registry_.ReadLog();
   DaemonProcess::Options o;
   o.argv = {BuildPath("nodeserver/shardfs-registry"),
             "--meta",

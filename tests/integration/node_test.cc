@@ -477,5 +477,180 @@ TEST_F(NodeTest, HedgedReadAroundAFrozenOrDeadNode) {
   EXPECT_TRUE(b.Running());
 }
 
+// Flips one data byte of `key`'s file under `data_dir`, as a disk would.
+void CorruptShardFile(const std::string& data_dir, const ShardKey& key, uint64_t length,
+                      uint64_t at) {
+  const std::string path = FindShardFile(data_dir, key);
+  ASSERT_FALSE(path.empty()) << "no file for " << key.ToString() << " under " << data_dir;
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const off_t offset = static_cast<off_t>(ShardDataOffset(length, kDefaultBlockSize) + at);
+  char byte = 0;
+  ASSERT_EQ(::pread(fd, &byte, 1, offset), 1);
+  byte ^= 0x10;
+  ASSERT_EQ(::pwrite(fd, &byte, 1, offset), 1);
+  ::close(fd);
+}
+
+// Repair copies between real nodes: the target fetches the shard from the
+// first source that has good bytes (skipping one that lacks it and one whose
+// copy is corrupt on disk), stores an identical object, and answers a
+// repeated copy at once from what it holds; a corrupt local copy is
+// replaced.
+TEST_F(NodeTest, CopyShardFromFallsBackToAGoodSource) {
+  const uint16_t port_a = FreeTcpPort();
+  const uint16_t port_b = FreeTcpPort();
+  const uint16_t port_t = FreeTcpPort();
+  ASSERT_TRUE(port_a != 0 && port_b != 0 && port_t != 0);
+  ASSERT_TRUE(port_a != port_b && port_b != port_t && port_a != port_t);
+  DaemonProcess a;
+  DaemonProcess b;
+  DaemonProcess t;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&a, dir_.Sub("a"), port_a, "node-a.log"));
+  ASSERT_NO_FATAL_FAILURE(StartNode(&b, dir_.Sub("b"), port_b, "node-b.log"));
+  ASSERT_NO_FATAL_FAILURE(StartNode(&t, dir_.Sub("t"), port_t, "node-t.log"));
+  const std::string ep_a = Endpoint(port_a);
+  const std::string ep_b = Endpoint(port_b);
+  const std::string ep_t = Endpoint(port_t);
+  NodeClient client(context_);
+
+  std::mt19937_64 rng(21);
+  const std::string data = RandomBytes(rng, (4 << 20) - 123);
+  const uint64_t hash = Hash(data);
+  auto copy_request = [&](const ShardKey& key, std::vector<std::string> sources) {
+    CopyShardFromRequest req;
+    req.key = key;
+    req.length = data.size();
+    req.checksum = hash;
+    req.sources = std::move(sources);
+    req.sync = true;
+    return req;
+  };
+  auto expect_identical_on_target = [&](const ShardKey& key) {
+    auto stat = client.Stat(ep_t, key);
+    ASSERT_TRUE(stat.ok()) << key.ToString() << ": " << stat.status().ToString();
+    EXPECT_EQ(stat->length, data.size());
+    EXPECT_EQ(stat->checksum, hash);
+    auto r = client.Get(ep_t, key, 0, kMaxShardBytes);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(Hash(r->bytes), hash) << key.ToString();
+  };
+
+  // Plain copy from the one source.
+  const ShardKey plain{30, 0, 1};
+  ASSERT_TRUE(client.Put(ep_a, plain, data, false, hash).ok());
+  auto copied = client.CopyFrom(ep_t, copy_request(plain, {ep_a}));
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  EXPECT_EQ(copied->length, data.size());
+  EXPECT_EQ(copied->checksum, hash);
+  ASSERT_NO_FATAL_FAILURE(expect_identical_on_target(plain));
+
+  // Asked again, the target answers from what it holds, without its sources.
+  auto again = client.CopyFrom(ep_t, copy_request(plain, {Endpoint(FreeTcpPort())}));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->checksum, hash);
+
+  // The first source lacks the shard.
+  const ShardKey lacking{30, 1, 1};
+  ASSERT_TRUE(client.Put(ep_a, lacking, data, false, hash).ok());
+  copied = client.CopyFrom(ep_t, copy_request(lacking, {ep_b, ep_a}));
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  ASSERT_NO_FATAL_FAILURE(expect_identical_on_target(lacking));
+
+  // The first source's copy is corrupt on disk.
+  const ShardKey rotten{30, 2, 1};
+  ASSERT_TRUE(client.Put(ep_a, rotten, data, false, hash).ok());
+  ASSERT_TRUE(client.Put(ep_b, rotten, data, false, hash).ok());
+  ASSERT_NO_FATAL_FAILURE(CorruptShardFile(dir_.Sub("b"), rotten, data.size(), 3 << 20));
+  ASSERT_EQ(client.Get(ep_b, rotten, 0, kMaxShardBytes).status().code(), ErrorCode::kCorrupt);
+  copied = client.CopyFrom(ep_t, copy_request(rotten, {ep_b, ep_a}));
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  ASSERT_NO_FATAL_FAILURE(expect_identical_on_target(rotten));
+
+  // The target's own copy went bad: a copy request replaces it, even though
+  // its index still shows the right length and checksum.
+  ASSERT_NO_FATAL_FAILURE(CorruptShardFile(dir_.Sub("t"), plain, data.size(), 10));
+  ASSERT_EQ(client.Get(ep_t, plain, 0, 4096).status().code(), ErrorCode::kCorrupt);
+  copied = client.CopyFrom(ep_t, copy_request(plain, {ep_a}));
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  ASSERT_NO_FATAL_FAILURE(expect_identical_on_target(plain));
+
+  // A frozen first source costs one attempt; the next one still answers,
+  // inside the copy's deadline.
+  const ShardKey behind_frozen{30, 3, 1};
+  ASSERT_TRUE(client.Put(ep_a, behind_frozen, data, false, hash).ok());
+  ASSERT_TRUE(client.Put(ep_b, behind_frozen, data, false, hash).ok());
+  ASSERT_TRUE(b.Signal(SIGSTOP).ok());
+  const auto start = Clock::now();
+  copied = client.CopyFrom(ep_t, copy_request(behind_frozen, {ep_b, ep_a}));
+  const auto took = Clock::now() - start;
+  ASSERT_TRUE(b.Signal(SIGCONT).ok());
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  EXPECT_LT(took, 20s);
+  ASSERT_NO_FATAL_FAILURE(expect_identical_on_target(behind_frozen));
+  EXPECT_TRUE(t.Running());
+}
+
+// Copies that must fail, and fail cleanly: a checksum no source matches
+// (nothing is stored), every source down (an error well within the
+// deadline), and no sources at all (refused as malformed).
+TEST_F(NodeTest, CopyShardFromFailsCleanly) {
+  const uint16_t port_a = FreeTcpPort();
+  const uint16_t port_t = FreeTcpPort();
+  ASSERT_TRUE(port_a != 0 && port_t != 0 && port_a != port_t);
+  DaemonProcess a;
+  DaemonProcess t;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&a, dir_.Sub("a"), port_a, "node-a.log"));
+  ASSERT_NO_FATAL_FAILURE(StartNode(&t, dir_.Sub("t"), port_t, "node-t.log"));
+  const std::string ep_a = Endpoint(port_a);
+  const std::string ep_t = Endpoint(port_t);
+  NodeClient client(context_);
+
+  std::mt19937_64 rng(22);
+  const std::string data = RandomBytes(rng, 1 << 20);
+  const ShardKey key{31, 0, 1};
+  ASSERT_TRUE(client.Put(ep_a, key, data, false, Hash(data)).ok());
+
+  CopyShardFromRequest req;
+  req.key = key;
+  req.length = data.size();
+  req.checksum = Hash(data) ^ 1;
+  req.sources = {ep_a};
+  auto wrong = client.CopyFrom(ep_t, req);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), ErrorCode::kCorrupt) << wrong.status().ToString();
+  EXPECT_EQ(client.Stat(ep_t, key).status().code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(FindShardFile(dir_.Sub("t"), key).empty());
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.Sub("t") + "/tmp"));
+
+  // A wrong length is as bad as a wrong checksum.
+  req.checksum = Hash(data);
+  req.length = data.size() - 1;
+  wrong = client.CopyFrom(ep_t, req);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), ErrorCode::kCorrupt) << wrong.status().ToString();
+  EXPECT_EQ(client.Stat(ep_t, key).status().code(), ErrorCode::kNotFound);
+
+  // Every source down: one never started, one killed.
+  req.length = data.size();
+  a.Kill();
+  req.sources = {Endpoint(FreeTcpPort()), ep_a};
+  const auto start = Clock::now();
+  auto down = client.CopyFrom(ep_t, req);
+  const auto took = Clock::now() - start;
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.status().code(), ErrorCode::kUnavailable) << down.status().ToString();
+  EXPECT_LT(took, 25s);
+  EXPECT_EQ(client.Stat(ep_t, key).status().code(), ErrorCode::kNotFound);
+
+  // No sources: malformed, refused before anything is tried.
+  req.sources.clear();
+  auto none = client.CopyFrom(ep_t, req);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), ErrorCode::kBadMessage) << none.status().ToString();
+  EXPECT_TRUE(client.Ping(ep_t).ok());
+  EXPECT_TRUE(t.Running());
+}
+
 }  // namespace
 }  // namespace shardfs

@@ -57,6 +57,8 @@ class TestCluster {
     std::string shard_size = "4M";
     double down_after = 2.0;
     double gc_grace = 30.0;
+    std::vector<std::string> registry_args = {};  // appended to the registry's flags
+    std::vector<std::string> node_args = {};      // appended to every node's flags
   };
 
   explicit TestCluster(Options options) : options_(options), dir_("shardfs-cluster") {
@@ -97,6 +99,7 @@ class TestCluster {
               std::to_string(options_.down_after),
               "--gc-grace",
               std::to_string(options_.gc_grace)};
+    o.argv.insert(o.argv.end(), options_.registry_args.begin(), options_.registry_args.end());
     o.log_path = dir_.path() + "/registry.log";
     SHARDFS_ASSIGN_OR_RETURN(registry_, DaemonProcess::Start(o));
     return Status::Ok();
@@ -111,6 +114,7 @@ class TestCluster {
               "tcp://127.0.0.1:" + std::to_string(node_ports_[i]),
               "--registry",
               registry_endpoint_};
+    o.argv.insert(o.argv.end(), options_.node_args.begin(), options_.node_args.end());
     o.log_path = dir_.path() + "/node" + std::to_string(i) + ".log";
     SHARDFS_ASSIGN_OR_RETURN(nodes_[i], DaemonProcess::Start(o));
     return Status::Ok();

@@ -204,6 +204,62 @@ TEST(RegistryMessagesTest, RegistrationMustBeConnectableAndPrintable) {
   EXPECT_FALSE(decode([](auto& r) { r.host = std::string(300, 'h'); }).ok());
 }
 
+TEST(RegistryMessagesTest, ReportBadReplicaRoundTripsAndRejects) {
+  ReportBadReplicaRequest report{"0123456789ABCDEF0123456789ABCDEF", ShardKey{42, 3, 7},
+                                 "CORRUPT: block 2 of shard ... does not match"};
+  auto r = ReportBadReplicaRequest::Decode(OverTheWire(report.Encode()).fields);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->node_id, "0123456789abcdef0123456789abcdef");  // canonical
+  EXPECT_EQ(r->key, (ShardKey{42, 3, 7}));
+  EXPECT_EQ(r->reason, report.reason);
+
+  // A long reason is cut by the sender, never refused by the receiver.
+  report.reason = std::string(1000, 'r');
+  r = ReportBadReplicaRequest::Decode(OverTheWire(report.Encode()).fields);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->reason, std::string(kMaxBadReplicaReasonLength, 'r'));
+  report.reason = "";
+  EXPECT_TRUE(ReportBadReplicaRequest::Decode(OverTheWire(report.Encode()).fields).ok());
+
+  auto decode = [](auto edit) {
+    FieldWriter w;
+    edit(w);
+    return ReportBadReplicaRequest::Decode(OverTheWire(w).fields).status().code();
+  };
+  EXPECT_EQ(decode([](FieldWriter& w) {
+              w.Str("id", Id(1)).U64("ino", 1).U64("idx", 2).U64("gen", 3).Str("why", "x");
+            }),
+            ErrorCode::kOk);
+  EXPECT_EQ(
+      decode([](FieldWriter& w) { w.Str("id", Id(1)).U64("ino", 1).U64("idx", 2).U64("gen", 3); }),
+      ErrorCode::kBadMessage);  // no reason
+  EXPECT_EQ(decode([](FieldWriter& w) {
+              w.Str("id", Id(1))
+                  .U64("ino", 1)
+                  .U64("idx", 2)
+                  .U64("gen", 3)
+                  .Str("why", std::string(kMaxBadReplicaReasonLength + 1, 'r'));
+            }),
+            ErrorCode::kBadMessage);  // reason too long
+  EXPECT_EQ(decode([](FieldWriter& w) {
+              w.Str("id", "not-a-node").U64("ino", 1).U64("idx", 2).U64("gen", 3).Str("why", "");
+            }),
+            ErrorCode::kBadMessage);
+  EXPECT_EQ(
+      decode([](FieldWriter& w) { w.U64("ino", 1).U64("idx", 2).U64("gen", 3).Str("why", ""); }),
+      ErrorCode::kBadMessage);  // no node id
+  EXPECT_EQ(decode([](FieldWriter& w) { w.Str("id", Id(1)).U64("ino", 1).Str("why", ""); }),
+            ErrorCode::kBadMessage);  // half a key
+  EXPECT_EQ(decode([](FieldWriter& w) {
+              w.Str("id", Id(1)).U64("ino", 1).U64("idx", 1ull << 32).U64("gen", 3).Str("why", "");
+            }),
+            ErrorCode::kBadMessage);  // index above 32 bits
+  EXPECT_EQ(decode([](FieldWriter& w) {
+              w.Str("id", Id(1)).U64("ino", 1).U64("idx", 2).U64("gen", 3).U64("why", 5);
+            }),
+            ErrorCode::kBadMessage);  // reason not a string
+}
+
 TEST(PublicationTest, RoundTripAndRejects) {
   ClusterMap map = SampleMap();
   auto back = DecodeClusterMapPublication(EncodeClusterMapPublication(map));

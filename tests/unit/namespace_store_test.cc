@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -595,6 +596,75 @@ TEST_F(StoreTest, CommitShardsReplacesGenerations) {
   EXPECT_EQ(r->garbage[0].replicas, std::vector<std::string>{"n1"});
 }
 
+TEST_F(StoreTest, SetShardReplicasMovesCopiesWithoutTouchingTheFile) {
+  uint64_t f = Create(kRootIno, "f");
+  ASSERT_EQ(Code(CommitShardsOp{.ino = f, .shards = {Shard(0, 5, 100)}, .size = 100}),
+            ErrorCode::kOk);
+  const InodeAttrs before = Attr(f);
+  auto r = Do(SetShardReplicasOp{.ino = f, .index = 0, .generation = 5, .replicas = {"n2", "n9"}});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // The dropped copy becomes garbage; size and times stay.
+  ASSERT_EQ(r->garbage.size(), 1u);
+  EXPECT_EQ(r->garbage[0].replicas, std::vector<std::string>{"n1"});
+  EXPECT_EQ(Attr(f), before);
+  EXPECT_EQ(store_.GetShard(f, 0)->replicas, (std::vector<std::string>{"n2", "n9"}));
+  EXPECT_EQ(store_.GarbageHolders(ShardKey{f, 0, 5}), std::vector<std::string>{"n1"});
+
+  // Copying back to n1 takes it off the garbage list, so the collector
+  // cannot delete the new copy.
+  ASSERT_EQ(Code(SetShardReplicasOp{
+                .ino = f, .index = 0, .generation = 5, .replicas = {"n2", "n9", "n1"}}),
+            ErrorCode::kOk);
+  EXPECT_TRUE(store_.GarbageHolders(ShardKey{f, 0, 5}).empty());
+
+  // A rewritten shard: the repair is moot.
+  EXPECT_EQ(Code(SetShardReplicasOp{.ino = f, .index = 0, .generation = 4, .replicas = {"n3"}}),
+            ErrorCode::kStale);
+  EXPECT_EQ(Code(SetShardReplicasOp{.ino = f, .index = 1, .generation = 5, .replicas = {"n3"}}),
+            ErrorCode::kStale);
+  EXPECT_EQ(Code(SetShardReplicasOp{.ino = 999, .index = 0, .generation = 5, .replicas = {"n3"}}),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(Code(SetShardReplicasOp{.ino = f, .index = 0, .generation = 5, .replicas = {}}),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(
+      Code(SetShardReplicasOp{.ino = f, .index = 0, .generation = 5, .replicas = {"n3", "n3"}}),
+      ErrorCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ForEachShardAndPathsOf) {
+  uint64_t d = Mkdir(kRootIno, "d");
+  uint64_t f = Create(d, "f");
+  uint64_t g = Create(kRootIno, "g");
+  ASSERT_EQ(Code(CommitShardsOp{
+                .ino = f, .shards = {Shard(0, 1, kShard), Shard(1, 1, 10)}, .size = kShard + 10}),
+            ErrorCode::kOk);
+  ASSERT_EQ(Code(SetReplicationGoalOp{.ino = f, .goal = 4}), ErrorCode::kOk);
+  std::map<uint64_t, std::pair<uint32_t, size_t>> seen;
+  store_.ForEachShard([&](uint64_t ino, uint32_t goal, const ShardEntry&) {
+    seen[ino].first = goal;
+    seen[ino].second++;
+  });
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[f], std::make_pair(4u, size_t{2}));
+  auto paths = store_.PathsOf({f, g, 12345});
+  EXPECT_EQ(paths.size(), 2u);
+  EXPECT_EQ(paths[f], "/d/f");
+  EXPECT_EQ(paths[g], "/g");
+}
+
+TEST_F(StoreTest, GarbageCursorSkipsEntriesAlreadySeen) {
+  uint64_t f = Create(kRootIno, "f");
+  for (uint64_t gen = 1; gen <= 5; ++gen) {
+    ASSERT_EQ(Code(CommitShardsOp{.ino = f, .shards = {Shard(0, gen, 10)}, .size = 10}),
+              ErrorCode::kOk);
+  }
+  auto first = store_.ListGarbage(now_, 2);
+  ASSERT_EQ(first.size(), 2u);
+  auto rest = store_.ListGarbage(now_, 100, first.back().key);
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[0].key, (ShardKey{f, 0, 3}));
+}
+
 TEST_F(StoreTest, CommitShardsErrors) {
   uint64_t f = Create(kRootIno, "f");
   EXPECT_EQ(Code(CommitShardsOp{.ino = 999, .shards = {Shard(0, 1, 1)}, .size = 1}),
@@ -873,6 +943,8 @@ std::vector<NamespaceOp> OneOfEach() {
       AllocateInodesOp{.count = 10, .first = 100},
       ForgetGarbageOp{.keys = {ShardKey{2, 0, 7}, ShardKey{UINT64_MAX, UINT32_MAX, 0}}},
       DropOrphanOp{.ino = 2, .time_ns = 19},
+      SetShardReplicasOp{
+          .ino = 2, .index = 4, .generation = 7, .replicas = {"a", "b"}, .time_ns = 20},
   };
 }
 
@@ -898,6 +970,8 @@ TEST(NamespaceOpTest, EncodingRoundTripsEveryKind) {
   EXPECT_EQ(std::get<LinkOp>(*link).name, std::string("n\xff", 2));
   auto forget = DecodeOp(EncodeOp(ops[13]));
   EXPECT_EQ(std::get<ForgetGarbageOp>(*forget).keys, std::get<ForgetGarbageOp>(ops[13]).keys);
+  auto moved = DecodeOp(EncodeOp(ops[15]));
+  EXPECT_EQ(std::get<SetShardReplicasOp>(*moved).replicas, (std::vector<std::string>{"a", "b"}));
 }
 
 TEST(NamespaceOpTest, MalformedInputIsAnErrorNotACrash) {
