@@ -216,6 +216,16 @@ RpcReply NodeServer::Handle(RpcRequest& request) {
       return RpcReply::Ok(type);
     }
 
+    case MessageType::kSyncShards: {
+      auto req = DecodeRequest<SyncShardsRequest>(request);
+      if (!req.ok()) return RpcReply::Error(req.status());
+      for (const ShardKey& key : req->keys) {
+        if (Status st = store_->Sync(key); !st.ok()) return RpcReply::Error(st);
+      }
+      spdlog::debug("fsync: made {} shard(s) durable", req->keys.size());
+      return RpcReply::Ok(type);
+    }
+
     case MessageType::kStatShard: {
       auto req = DecodeRequest<ShardKeyRequest>(request);
       if (!req.ok()) return RpcReply::Error(req.status());

@@ -23,6 +23,7 @@ enum class MessageType : uint16_t {
   kInventory = 106,
   kPutPatchedShard = 107,
   kCopyShardFrom = 108,  // node-to-node repair: fetch a shard from a peer
+  kSyncShards = 109,     // make shards stored without sync durable (fsync)
 
   // Registry (shardfs-registry): membership.
   kRegisterNode = 200,

@@ -17,6 +17,30 @@ Result<ShardKey> DecodeShardKey(const FieldReader& r) {
   return key;
 }
 
+FieldWriter SyncShardsRequest::Encode() const {
+  std::vector<FieldWriter> items;
+  items.reserve(keys.size());
+  for (const ShardKey& key : keys) {
+    FieldWriter item;
+    EncodeShardKey(item, key);
+    items.push_back(std::move(item));
+  }
+  FieldWriter w;
+  w.MapArray("keys", items);
+  return w;
+}
+
+Result<SyncShardsRequest> SyncShardsRequest::Decode(const FieldReader& r) {
+  SyncShardsRequest m;
+  SHARDFS_ASSIGN_OR_RETURN(auto items, r.MapArray("keys", kMaxSyncKeys));
+  m.keys.reserve(items.size());
+  for (const FieldReader& item : items) {
+    SHARDFS_ASSIGN_OR_RETURN(ShardKey key, DecodeShardKey(item));
+    m.keys.push_back(key);
+  }
+  return m;
+}
+
 FieldWriter PutShardRequest::Encode() const {
   FieldWriter w;
   EncodeShardKey(w, key);

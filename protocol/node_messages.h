@@ -80,6 +80,15 @@ struct ShardKeyRequest {  // DeleteShard and StatShard
   static Result<ShardKeyRequest> Decode(const FieldReader& r);
 };
 
+// fsync() on a file: the node makes these shards, stored earlier without
+// sync, durable. The reply has no fields; any key missing is NOT_FOUND.
+inline constexpr size_t kMaxSyncKeys = 65536;
+struct SyncShardsRequest {
+  std::vector<ShardKey> keys;
+  FieldWriter Encode() const;
+  static Result<SyncShardsRequest> Decode(const FieldReader& r);
+};
+
 struct ShardStatReply {
   uint64_t length = 0;
   uint64_t checksum = 0;

@@ -135,6 +135,23 @@ Result<PutShardReply> NodeClient::CopyFrom(const std::string& endpoint,
   return PutShardReply::Decode(r.header.fields);
 }
 
+std::vector<Status> NodeClient::SyncOnAll(
+    const std::vector<std::pair<std::string, SyncShardsRequest>>& requests) {
+  std::vector<FieldWriter> fields;
+  fields.reserve(requests.size());
+  for (const auto& [endpoint, request] : requests) fields.push_back(request.Encode());
+  std::vector<RpcCall> calls;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    calls.push_back({&Channel(requests[i].first), MessageType::kSyncShards, &fields[i], {}, false});
+  }
+  // Flushing many shards to disk can take a while: the copy deadline.
+  auto results = RpcChannel::CallAll(calls, options_.copy_timeout);
+  std::vector<Status> out;
+  out.reserve(results.size());
+  for (auto& r : results) out.push_back(r.ok() ? Status::Ok() : r.status());
+  return out;
+}
+
 std::vector<Status> NodeClient::PutToAll(const std::vector<std::string>& endpoints,
                                          const ShardKey& key, std::string_view data, bool sync,
                                          uint64_t checksum) {

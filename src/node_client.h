@@ -68,6 +68,11 @@ class NodeClient {
   // its deadline; the caller (the registry's repair) decides about retries.
   Result<PutShardReply> CopyFrom(const std::string& endpoint, const CopyShardFromRequest& request);
 
+  // fsync() of a file: each node makes its listed shards durable. All nodes
+  // are asked at once; one Status per request, in order.
+  std::vector<Status> SyncOnAll(
+      const std::vector<std::pair<std::string, SyncShardsRequest>>& requests);
+
   // Puts the same bytes to every endpoint at once; one Status per endpoint.
   std::vector<Status> PutToAll(const std::vector<std::string>& endpoints, const ShardKey& key,
                                std::string_view data, bool sync, uint64_t checksum);

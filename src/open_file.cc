@@ -318,6 +318,7 @@ Status OpenFile::StoreFullLocked(uint32_t index, std::string data, bool sync) {
                                                       " of " + std::to_string(alloc.min_replicas) +
                                                       " required nodes: " + last.ToString());
   }
+  if (!sync) unsynced_[KeyOf(ino_, entry)] = entry.replicas;
   table_[index] = entry;
   stored_[index] = std::move(entry);
   return Status::Ok();
@@ -406,6 +407,7 @@ Status OpenFile::StoreShardLocked(uint32_t index, bool sync) {
     entry.replicas.push_back(ids[i]);
   }
   if (entry.replicas.size() >= alloc.min_replicas) {
+    if (!sync) unsynced_[KeyOf(ino_, entry)] = entry.replicas;
     table_[index] = entry;
     stored_[index] = std::move(entry);
     return Status::Ok();
@@ -434,11 +436,52 @@ Status OpenFile::CommitLocked() {
   return Status::Ok();
 }
 
+Status OpenFile::SyncStoredLocked() {
+  // Only generations still current matter; superseded ones are garbage.
+  std::map<std::string, SyncShardsRequest> by_node;  // endpoint -> keys
+  std::map<ShardKey, size_t> wanted;                 // key -> replicas that must sync
+  for (const auto& [key, replicas] : unsynced_) {
+    auto cur = table_.find(key.index);
+    if (cur == table_.end() || cur->second.generation != key.generation) continue;
+    for (const std::string& id : replicas) {
+      if (auto ep = dp_.directory->Endpoint(id)) by_node[*ep].keys.push_back(key);
+    }
+    wanted[key] = std::min<size_t>(2, replicas.size());
+  }
+  std::vector<std::pair<std::string, SyncShardsRequest>> requests(by_node.begin(), by_node.end());
+  std::vector<Status> results = dp_.nodes->SyncOnAll(requests);
+  std::map<ShardKey, size_t> synced;
+  Status last;
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!results[i].ok()) {
+      last = results[i];
+      spdlog::warn("fsync of {} shard(s) on {} failed: {}", requests[i].second.keys.size(),
+                   requests[i].first, results[i].ToString());
+      continue;
+    }
+    for (const ShardKey& key : requests[i].second.keys) synced[key]++;
+  }
+  for (const auto& [key, need] : wanted) {
+    if (synced[key] < need) {
+      return Status::Error(ErrorCode::kIoError, "shard " + key.ToString() + " is durable on " +
+                                                    std::to_string(synced[key]) + " node(s), " +
+                                                    std::to_string(need) +
+                                                    " needed: " + last.ToString());
+    }
+  }
+  unsynced_.clear();
+  return Status::Ok();
+}
+
 Status OpenFile::Flush(bool sync) {
   Status st = [&]() -> Status {
     std::unique_lock<std::shared_mutex> lock(mu_);
     SHARDFS_RETURN_IF_ERROR(StoreAllLocked(sync));
-    return CommitLocked();
+    SHARDFS_RETURN_IF_ERROR(CommitLocked());
+    // fsync covers what was written before it, also the shards stored
+    // without sync as they filled up.
+    if (sync && !unsynced_.empty()) return SyncStoredLocked();
+    return Status::Ok();
   }();
   // A rewrite that fell back to reading the old shard may have met a bad
   // replica.

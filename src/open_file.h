@@ -95,6 +95,8 @@ class OpenFile {
   Status StoreFullLocked(uint32_t index, std::string data, bool sync);
   Status StoreAllLocked(bool sync);
   Status CommitLocked();
+  // Makes the shards stored without sync durable on their nodes (fsync).
+  Status SyncStoredLocked();
   Status ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out);
   // Queues a report of a corrupt replica, unless one was queued before.
   void NoteBadReplica(const std::string& node_id, const ShardKey& key, const Status& status);
@@ -110,8 +112,10 @@ class OpenFile {
   std::map<uint32_t, ShardEntry> table_;   // guarded by mu_; committed or stored entries
   std::map<uint32_t, DirtyRanges> dirty_;  // guarded by mu_
   std::map<uint32_t, ShardEntry> stored_;  // guarded by mu_; stored, not yet committed
-  uint64_t dirty_bytes_ = 0;               // guarded by mu_
-  bool size_changed_ = false;              // guarded by mu_
+  // Shards stored without sync since the last fsync, with their replicas.
+  std::map<ShardKey, std::vector<std::string>> unsynced_;  // guarded by mu_
+  uint64_t dirty_bytes_ = 0;                               // guarded by mu_
+  bool size_changed_ = false;                              // guarded by mu_
 
   // Bad-replica reports. Their own lock, because reads find bad replicas
   // while holding mu_ only shared.

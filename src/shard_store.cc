@@ -709,6 +709,25 @@ Status ShardStore::Delete(const ShardKey& key) {
   return Status::Ok();
 }
 
+Status ShardStore::Sync(const ShardKey& key) {
+  {
+    std::shared_lock index_lock(index_mu_);
+    if (!index_.contains(key)) {
+      return Status::Error(ErrorCode::kNotFound, "no shard " + key.ToString());
+    }
+  }
+  const std::string path = ShardPath(key);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return Status::Error(ErrorCode::kNotFound, "no shard " + key.ToString());
+    return ErrnoStatus(errno, "open " + path);
+  }
+  if (::fdatasync(fd.get()) != 0) return ErrnoStatus(errno, "fdatasync " + path);
+  // The rename that published it must be durable too.
+  SHARDFS_RETURN_IF_ERROR(FsyncDir(FanOutDir(key)));
+  return FsyncDir(shards_dir_);
+}
+
 Result<std::vector<ShardInfo>> ShardStore::List(std::optional<ShardKey> after, size_t max) {
   std::vector<ShardInfo> page;
   std::shared_lock lock(index_mu_);

@@ -166,6 +166,9 @@ class ShardStore {
 
   // kNotFound if absent.
   Status Delete(const ShardKey& key);
+  // Makes a shard stored without `sync` durable: fsyncs its file and the
+  // directory entry. kNotFound if it is not here.
+  Status Sync(const ShardKey& key);
 
   // Up to `max` shards in key order, starting strictly after `after`
   // (nullopt: from the first), for inventory reports in pages.

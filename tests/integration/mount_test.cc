@@ -377,5 +377,71 @@ TEST_F(MountTest, MountHelperMountsInTheBackground) {
   EXPECT_FALSE(IsMounted(dir));
 }
 
+// The replication goal as a virtual xattr: settable, readable, validated,
+// not listed (so cp -a does not carry it elsewhere).
+TEST_F(MountTest, ReplicationGoalIsAVirtualXattr) {
+  const std::string f = m_ + "/goal";
+  WriteFile(f, "x");
+  const char* name = "user.shardfs.replicas";
+  ASSERT_EQ(setxattr(f.c_str(), name, "2", 1, 0), 0) << strerror(errno);
+  char buf[16] = {};
+  ssize_t n = getxattr(f.c_str(), name, buf, sizeof(buf));
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), "2");
+  std::string info;
+  ASSERT_EQ(Sh(cluster_->Cli("--json info /goal"), &info), 0);
+  EXPECT_NE(info.find("\"replication_goal\": 2"), std::string::npos) << info;
+  for (const char* bad : {"0", "17", "abc", ""}) {
+    EXPECT_EQ(setxattr(f.c_str(), name, bad, strlen(bad), 0), -1) << bad;
+    EXPECT_EQ(errno, EINVAL) << bad;
+  }
+  char names[256] = {};
+  n = listxattr(f.c_str(), names, sizeof(names));
+  EXPECT_EQ(std::string(names, n > 0 ? static_cast<size_t>(n) : 0).find("shardfs"),
+            std::string::npos);
+}
+
+// fsync makes durable what was written before it, also the shards that were
+// stored (without sync) as they filled up.
+class MountSyncTest : public MountTest {
+ protected:
+  TestCluster::Options ClusterOptions() override {
+    TestCluster::Options o;
+    o.node_args = {"--log-level", "debug"};
+    return o;
+  }
+  // Shards the nodes made durable on request, from their logs.
+  size_t SyncedShards() {
+    size_t total = 0;
+    for (int i = 0; i < 3; ++i) {
+      const std::string log = cluster_->node(i).ReadLog();
+      const std::string marker = "fsync: made ";
+      for (size_t pos = 0; (pos = log.find(marker, pos)) != std::string::npos; ++pos) {
+        total += std::strtoul(log.c_str() + pos + marker.size(), nullptr, 10);
+      }
+    }
+    return total;
+  }
+};
+
+TEST_F(MountSyncTest, FsyncMakesShardsStoredEarlierDurable) {
+  const std::string f = m_ + "/big";
+  int fd = open(f.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  // Three full 4 MiB shards (stored as they fill, without sync) and a bit.
+  const std::string data = RandomBytes((12u << 20) + 100, 77);
+  ASSERT_EQ(write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  EXPECT_EQ(SyncedShards(), 0u);
+  ASSERT_EQ(fsync(fd), 0) << strerror(errno);
+  // R=3: each of the three full shards on three nodes. (The tail shard is
+  // written with sync at the fsync itself.)
+  EXPECT_EQ(SyncedShards(), 9u);
+  // Nothing new to make durable: a second fsync asks nobody.
+  ASSERT_EQ(fsync(fd), 0);
+  EXPECT_EQ(SyncedShards(), 9u);
+  close(fd);
+  EXPECT_EQ(ReadFile(f), data);
+}
+
 }  // namespace
 }  // namespace shardfs

@@ -162,5 +162,18 @@ TEST(CopyShardFromRequestTest, RefusesMalformedFields) {
   }
 }
 
+TEST(SyncShardsRequestTest, RoundTripsAndRefusesTooManyKeys) {
+  SyncShardsRequest m;
+  m.keys = {ShardKey{1, 2, 3}, ShardKey{UINT64_MAX, UINT32_MAX, 7}};
+  auto decoded = SyncShardsRequest::Decode(OverTheWire(m.Encode()).fields);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(decoded->keys, m.keys);
+  EXPECT_FALSE(SyncShardsRequest::Decode(OverTheWire(FieldWriter()).fields).ok());
+  SyncShardsRequest big;
+  big.keys.resize(kMaxSyncKeys + 1);
+  EXPECT_EQ(SyncShardsRequest::Decode(OverTheWire(big.Encode()).fields).status().code(),
+            ErrorCode::kBadMessage);
+}
+
 }  // namespace
 }  // namespace shardfs

@@ -212,6 +212,16 @@ TEST_F(ShardStoreTest, PutStatReadDelete) {
   EXPECT_EQ(usage.used_bytes, 0u);
 }
 
+TEST_F(ShardStoreTest, SyncMakesAnUnsyncedShardDurable) {
+  OpenStore();
+  const ShardKey key{42, 0, 9};
+  PutOk(key, Pattern(kBlock + 1), /*sync=*/false);
+  EXPECT_TRUE(store_->Sync(key).ok());
+  EXPECT_EQ(store_->Sync(ShardKey{42, 0, 10}).code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(store_->Delete(key).ok());
+  EXPECT_EQ(store_->Sync(key).code(), ErrorCode::kNotFound);
+}
+
 TEST_F(ShardStoreTest, MissingShardIsNotFound) {
   OpenStore();
   const ShardKey key{1, 1, 1};
