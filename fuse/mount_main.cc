@@ -3,7 +3,9 @@
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include "fuse/mount_options.h"
@@ -111,6 +113,11 @@ int main(int argc, char** argv) {
   spdlog::info("mounted the cluster at {} (registry {})", options->mountpoint, options->registry);
 
   int rc = session.Loop();
+  // libfuse's handlers end the loop with the signal's number: SIGTERM,
+  // SIGINT and SIGHUP are how a mount is asked to stop, not failures.
+  const bool asked_to_stop = rc == SIGTERM || rc == SIGINT || rc == SIGHUP;
+  if (asked_to_stop) spdlog::info("{} received: flushing and unmounting", strsignal(rc));
   fs.FlushAll();
-  return rc == 0 ? 0 : 1;
+  if (rc != 0 && !asked_to_stop) spdlog::error("the FUSE loop failed: {}", strerror(-rc));
+  return rc == 0 || asked_to_stop ? 0 : 1;
 }

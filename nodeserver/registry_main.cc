@@ -181,6 +181,8 @@ int main(int argc, char** argv) {
   server.SetHandler(MessageType::kFsck, [&](RpcRequest& r) { return repair.HandleFsck(r); });
   server.SetHandler(MessageType::kReportBadReplica,
                     [&](RpcRequest& r) { return repair.HandleReportBadReplica(r); });
+  server.SetHandler(MessageType::kRebalance,
+                    [&](RpcRequest& r) { return repair.HandleRebalance(r); });
   if (Status st = server.Start(); !st.ok()) return Fail(st);
   namespace_service.Start();
   repair.Start();

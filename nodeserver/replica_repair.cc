@@ -138,6 +138,8 @@ size_t ReplicaRepair::RunPass() {
     if (Stopping()) break;
     if (Trim(key)) ++changes;
   }
+  // Evening out comes after safety: only when no shard is short.
+  if (copies.empty() && !Stopping()) changes += Rebalance(view);
   for (const std::string& id : to_sweep) {
     if (Stopping()) break;
     Sweep(id);
@@ -162,18 +164,7 @@ bool ReplicaRepair::Repair(const ShardKey& key) {
   for (const auto* group : {&h.counted, &h.draining}) {
     for (const std::string& id : *group) sources.push_back(Endpoint(map, id));
   }
-  std::optional<ShardStatReply> object;
-  for (const std::string& ep : sources) {
-    auto st = nodes_.Stat(ep, key);
-    if (st.ok() && st->checksum == entry->checksum) {
-      object = *st;
-      break;
-    }
-    if (st.ok()) {
-      spdlog::warn("repair: {} on {} has checksum {:x}, the table says {:x}", key.ToString(), ep,
-                   st->checksum, entry->checksum);
-    }
-  }
+  std::optional<ShardStatReply> object = FindObject(key, *entry, sources);
   if (!object) {
     spdlog::warn("repair: no readable copy of {} answers; will retry", key.ToString());
     return false;
@@ -210,7 +201,7 @@ bool ReplicaRepair::Repair(const ShardKey& key) {
   std::vector<std::string> added;
   for (const std::string& target : ranked) {
     if (added.size() == wanted || Stopping()) break;
-    if (!Throttle(object->length)) break;
+    if (!Throttle(object->length, options_.bytes_per_second)) break;
     auto copied = nodes_.CopyFrom(Endpoint(map, target), request);
     if (!copied.ok()) {
       spdlog::warn("repair: copying {} to node {} failed: {}", key.ToString(), target,
@@ -239,6 +230,150 @@ bool ReplicaRepair::Repair(const ShardKey& key) {
   spdlog::info("repair: {} now on {} node(s) (+{}, -{} lost)", key.ToString(), op.replicas.size(),
                added.size(), h.lost.size());
   return true;
+}
+
+std::optional<ShardStatReply> ReplicaRepair::FindObject(const ShardKey& key,
+                                                        const ShardEntry& entry,
+                                                        const std::vector<std::string>& sources) {
+  for (const std::string& ep : sources) {
+    auto st = nodes_.Stat(ep, key);
+    if (st.ok() && st->checksum == entry.checksum) return *st;
+    if (st.ok()) {
+      spdlog::warn("repair: {} on {} has checksum {:x}, the table says {:x}", key.ToString(), ep,
+                   st->checksum, entry.checksum);
+    }
+  }
+  return std::nullopt;
+}
+
+uint64_t ReplicaRepair::RebalanceRate() const {
+  if (rebalance_now_) return options_.bytes_per_second;
+  if (options_.rebalance_bytes_per_second > 0) return options_.rebalance_bytes_per_second;
+  return options_.bytes_per_second / 4;
+}
+
+std::vector<ReplicaRepair::NodeFill> ReplicaRepair::Fills(const LivenessView& view) const {
+  std::map<std::string, NodeFill> by_id;
+  for (const NodeRecord& n : view.map().nodes) {
+    if (n.state == NodeState::kUp && n.capacity > 0) by_id[n.id].node = &n;
+  }
+  db_->store().ForEachShard([&](uint64_t, uint32_t, const ShardEntry& entry) {
+    for (const std::string& id : entry.replicas) {
+      auto it = by_id.find(id);
+      if (it != by_id.end()) it->second.listed_bytes += entry.length;
+    }
+  });
+  std::vector<NodeFill> out;
+  for (auto& [id, f] : by_id) out.push_back(f);
+  std::sort(out.begin(), out.end(),
+            [](const NodeFill& a, const NodeFill& b) { return a.fill() > b.fill(); });
+  return out;
+}
+
+size_t ReplicaRepair::Rebalance(const LivenessView& view) {
+  std::vector<NodeFill> fills = Fills(view);
+  const double threshold = options_.rebalance_threshold_percent / 100.0;
+  if (fills.size() < 2 || fills.front().fill() - fills.back().fill() <= threshold) {
+    if (rebalance_now_.exchange(false)) spdlog::info("rebalance: disk use is even");
+    return 0;
+  }
+  const NodeRecord& from = *fills.front().node;
+  const NodeRecord& to = *fills.back().node;
+  uint64_t listed = 0, capacity = 0;
+  for (const NodeFill& f : fills) {
+    listed += f.listed_bytes;
+    capacity += f.node->capacity;
+  }
+  const double mean = static_cast<double>(listed) / capacity;
+  // Enough to bring either end to the mean, and no more than one pass's share.
+  constexpr uint64_t kPassBudget = 64u << 20;
+  const uint64_t want = std::min<uint64_t>(
+      {kPassBudget, static_cast<uint64_t>((fills.front().fill() - mean) * from.capacity),
+       static_cast<uint64_t>((mean - fills.back().fill()) * to.capacity)});
+
+  // Replicas on `from` that could live on `to` without losing machine spread.
+  std::vector<ShardKey> movable;
+  uint64_t planned = 0;
+  const ClusterMap& map = view.map();
+  auto host_of = [&](const std::string& id) {
+    const NodeRecord* n = map.Find(id);
+    return n == nullptr ? id : n->host;
+  };
+  db_->store().ForEachShard([&](uint64_t ino, uint32_t, const ShardEntry& entry) {
+    if (planned >= want || !Contains(entry.replicas, from.id) || Contains(entry.replicas, to.id)) {
+      return;
+    }
+    std::set<std::string> before, after;
+    for (const std::string& id : entry.replicas) {
+      before.insert(host_of(id));
+      after.insert(id == from.id ? to.host : host_of(id));
+    }
+    if (after.size() < before.size()) return;
+    movable.push_back(ShardKey{ino, entry.index, entry.generation});
+    planned += entry.length;
+  });
+
+  size_t moved = 0;
+  for (const ShardKey& key : movable) {
+    if (Stopping()) break;
+    std::optional<ShardEntry> entry = db_->store().GetShard(key.inode, key.index);
+    if (!entry || entry->generation != key.generation || !Contains(entry->replicas, from.id) ||
+        Contains(entry->replicas, to.id) || Contains(db_->store().GarbageHolders(key), to.id)) {
+      continue;
+    }
+    std::vector<std::string> sources{from.endpoint};
+    for (const std::string& id : entry->replicas) {
+      if (id != from.id && view.StateOf(id) == ReplicaState::kCounted) {
+        sources.push_back(Endpoint(map, id));
+      }
+    }
+    std::optional<ShardStatReply> object = FindObject(key, *entry, sources);
+    if (!object) continue;
+    if (!Throttle(object->length, RebalanceRate())) break;
+    CopyShardFromRequest request;
+    request.key = key;
+    request.length = object->length;
+    request.checksum = object->checksum;
+    request.sources = sources;
+    request.sync = true;
+    auto copied = nodes_.CopyFrom(to.endpoint, request);
+    if (!copied.ok()) {
+      spdlog::warn("rebalance: copying {} to node {} failed: {}", key.ToString(), to.id,
+                   copied.status().ToString());
+      break;  // the target may be full or gone; the next pass looks again
+    }
+    SetShardReplicasOp op;
+    op.ino = key.inode;
+    op.index = key.index;
+    op.generation = key.generation;
+    op.replicas = entry->replicas;
+    std::replace(op.replicas.begin(), op.replicas.end(), from.id, to.id);
+    if (!db_->Mutate(op).ok()) {
+      (void)nodes_.Delete(to.endpoint, key);
+      continue;
+    }
+    ++moved;
+  }
+  if (moved > 0) {
+    spdlog::info(
+        "rebalance: moved {} replica(s) from node {} ({:.0f}% full) to node {} "
+        "({:.0f}% full)",
+        moved, from.id, fills.front().fill() * 100, to.id, fills.back().fill() * 100);
+  }
+  return moved;
+}
+
+RpcReply ReplicaRepair::HandleRebalance(RpcRequest&) {
+  std::vector<NodeFill> fills = Fills(View());
+  RebalanceReply reply;
+  reply.threshold_percent = options_.rebalance_threshold_percent;
+  if (fills.size() >= 2) {
+    reply.spread_percent =
+        static_cast<uint64_t>((fills.front().fill() - fills.back().fill()) * 100 + 0.5);
+  }
+  rebalance_now_ = true;
+  Wake();
+  return RpcReply::Ok(MessageType::kRebalance, reply.Encode());
 }
 
 bool ReplicaRepair::Trim(const ShardKey& key) {
@@ -303,8 +438,8 @@ size_t ReplicaRepair::Sweep(const std::string& node_id) {
   return deleted;
 }
 
-bool ReplicaRepair::Throttle(uint64_t bytes) {
-  if (options_.bytes_per_second == 0) return !Stopping();
+bool ReplicaRepair::Throttle(uint64_t bytes, uint64_t rate) {
+  if (rate == 0) return !Stopping();
   const auto now = Clock::now();
   // A budget that restarts after idle time, so a burst after a quiet hour is
   // still held to the rate.
@@ -312,8 +447,7 @@ bool ReplicaRepair::Throttle(uint64_t bytes) {
     throttle_start_ = now;
     throttle_bytes_ = 0;
   }
-  const auto due = throttle_start_ +
-                   std::chrono::microseconds(throttle_bytes_ * 1000000 / options_.bytes_per_second);
+  const auto due = throttle_start_ + std::chrono::microseconds(throttle_bytes_ * 1000000 / rate);
   throttle_bytes_ += bytes;
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait_until(lock, due, [this] { return stopping_; });
@@ -339,11 +473,16 @@ FsckReply ReplicaRepair::Fsck(size_t max_files) const {
     ShardHealth::Verdict worst = ShardHealth::Verdict::kHealthy;
   };
   std::map<uint64_t, Affected> affected;
-  std::map<std::string, uint64_t> per_node;
-  for (const NodeRecord& n : view.map().nodes) per_node[n.id] = 0;
+  std::map<std::string, NodeReplicaCount> per_node;
+  for (const NodeRecord& n : view.map().nodes) per_node[n.id] = NodeReplicaCount{n.id, 0, 0};
   store.ForEachShard([&](uint64_t ino, uint32_t goal, const ShardEntry& entry) {
     reply.shards++;
-    for (const std::string& id : entry.replicas) per_node[id]++;
+    for (const std::string& id : entry.replicas) {
+      NodeReplicaCount& n = per_node[id];
+      n.node_id = id;
+      n.replicas++;
+      n.bytes += entry.length;
+    }
     ShardHealth h = JudgeShard(entry, GoalOf(goal), view);
     switch (h.verdict) {
       case ShardHealth::Verdict::kHealthy:
@@ -389,7 +528,7 @@ FsckReply ReplicaRepair::Fsck(size_t max_files) const {
     f.fewest = a.fewest;
     reply.affected.push_back(std::move(f));
   }
-  for (const auto& [id, count] : per_node) reply.nodes.push_back(NodeReplicaCount{id, count});
+  for (const auto& [id, count] : per_node) reply.nodes.push_back(count);
 
   std::lock_guard<std::mutex> lock(progress_mu_);
   reply.repair = progress_;

@@ -11,6 +11,11 @@
 //   - trims shards above their goal (a lowered goal, a drained node, a node
 //     that came back after its copies were replaced): the replicas dropped
 //     become garbage and are deleted after the grace period;
+//   - when there is nothing to repair, evens out disk use: while the nodes'
+//     fill (bytes their listed replicas take, over capacity) differs by more
+//     than a threshold, replicas move from the fullest node to the emptiest,
+//     at a quarter of the repair rate (all of it after `shardfs rebalance`),
+//     never onto a machine that already holds a copy if that loses spread;
 //   - reconciles the inventory of every node that has (re)appeared: copies of
 //     deleted files, superseded generations and replicas no longer listed are
 //     deleted, so a returning node holds nothing stale (it could never serve
@@ -28,6 +33,7 @@
 // the progress under its mutex).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -56,6 +62,10 @@ class ReplicaRepair {
     // Copy throttle over the whole cluster; 0 means unthrottled.
     uint64_t bytes_per_second = 64u << 20;
     std::chrono::milliseconds scan_interval{2000};
+    // Background rebalancing rate; 0 means a quarter of bytes_per_second.
+    uint64_t rebalance_bytes_per_second = 0;
+    // Rebalancing stops once the nodes' fill differs by at most this much.
+    uint32_t rebalance_threshold_percent = 10;
   };
 
   ReplicaRepair(zmq::context_t& context, NamespaceDb* db, Membership* membership, Options options);
@@ -70,6 +80,7 @@ class ReplicaRepair {
 
   RpcReply HandleFsck(RpcRequest& request);
   RpcReply HandleReportBadReplica(RpcRequest& request);
+  RpcReply HandleRebalance(RpcRequest& request);
 
   // The health report fsck and status show; public for tests.
   FsckReply Fsck(size_t max_files) const;
@@ -82,6 +93,14 @@ class ReplicaRepair {
     ShardKey key;
     size_t counted = 0;
   };
+  // One up node's share of the data, for rebalancing.
+  struct NodeFill {
+    const NodeRecord* node = nullptr;
+    uint64_t listed_bytes = 0;
+    double fill() const {
+      return node->capacity == 0 ? 1.0 : static_cast<double>(listed_bytes) / node->capacity;
+    }
+  };
 
   LivenessView View() const;
   uint32_t GoalOf(uint32_t file_goal) const {
@@ -91,10 +110,21 @@ class ReplicaRepair {
   bool Repair(const ShardKey& key);
   // Trims a shard above its goal; true if the table changed.
   bool Trim(const ShardKey& key);
+  // The fill of every up node, fullest first.
+  std::vector<NodeFill> Fills(const LivenessView& view) const;
+  // Moves replicas from the fullest to the emptiest node, at most one pass's
+  // budget; returns the replicas moved.
+  size_t Rebalance(const LivenessView& view);
+  // Where `entry`'s object can be read and what it is (length, checksum as
+  // the table says); nullopt if no source answers with the right checksum.
+  std::optional<ShardStatReply> FindObject(const ShardKey& key, const ShardEntry& entry,
+                                           const std::vector<std::string>& sources);
   // Deletes what node `node_id` holds that no table needs; returns deletions.
   size_t Sweep(const std::string& node_id);
-  // Waits until the copy budget allows `bytes` more; false when stopping.
-  bool Throttle(uint64_t bytes);
+  // Waits until the copy budget allows `bytes` more at `rate` bytes/s;
+  // false when stopping.
+  bool Throttle(uint64_t bytes, uint64_t rate);
+  uint64_t RebalanceRate() const;
   void RecordCopy(uint64_t bytes);
   bool Stopping();
   void Loop();
@@ -106,7 +136,8 @@ class ReplicaRepair {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   // Repair thread only.
-  std::set<std::string> seen_alive_;  // nodes alive at the last scan
+  std::set<std::string> seen_alive_;        // nodes alive at the last scan
+  std::atomic<bool> rebalance_now_{false};  // set by `shardfs rebalance`
   std::chrono::steady_clock::time_point throttle_start_{};
   uint64_t throttle_bytes_ = 0;
 

@@ -35,7 +35,7 @@ FieldWriter FsckReply::Encode() const {
   nodes_out.reserve(nodes.size());
   for (const NodeReplicaCount& n : nodes) {
     FieldWriter item;
-    item.Str("id", n.node_id).U64("replicas", n.replicas);
+    item.Str("id", n.node_id).U64("replicas", n.replicas).U64("bytes", n.bytes);
     nodes_out.push_back(std::move(item));
   }
   FieldWriter rep;
@@ -85,6 +85,7 @@ Result<FsckReply> FsckReply::Decode(const FieldReader& r) {
     NodeReplicaCount n;
     SHARDFS_ASSIGN_OR_RETURN(n.node_id, item.Str("id", kMaxNodeIdLength));
     SHARDFS_ASSIGN_OR_RETURN(n.replicas, item.U64("replicas"));
+    SHARDFS_ASSIGN_OR_RETURN(n.bytes, item.OptU64("bytes", 0));
     m.nodes.push_back(std::move(n));
   }
   SHARDFS_ASSIGN_OR_RETURN(FieldReader rep, r.Map("repair"));
@@ -94,6 +95,19 @@ Result<FsckReply> FsckReply::Decode(const FieldReader& r) {
   SHARDFS_ASSIGN_OR_RETURN(m.repair.copied_bytes, rep.U64("copied_bytes"));
   SHARDFS_ASSIGN_OR_RETURN(m.repair.bytes_per_second, rep.U64("rate"));
   SHARDFS_ASSIGN_OR_RETURN(m.repair.eta_seconds, rep.U64("eta"));
+  return m;
+}
+
+FieldWriter RebalanceReply::Encode() const {
+  FieldWriter w;
+  w.U64("spread", spread_percent).U64("threshold", threshold_percent);
+  return w;
+}
+
+Result<RebalanceReply> RebalanceReply::Decode(const FieldReader& r) {
+  RebalanceReply m;
+  SHARDFS_ASSIGN_OR_RETURN(m.spread_percent, r.U64("spread", 100));
+  SHARDFS_ASSIGN_OR_RETURN(m.threshold_percent, r.U64("threshold", 100));
   return m;
 }
 

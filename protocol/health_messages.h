@@ -50,6 +50,7 @@ struct RepairProgress {
 struct NodeReplicaCount {
   std::string node_id;
   uint64_t replicas = 0;  // shard table entries that list this node
+  uint64_t bytes = 0;     // their lengths added up
 };
 
 struct FsckReply {
@@ -69,6 +70,17 @@ struct FsckReply {
   int ExitCode() const { return lost > 0 ? 2 : (under_replicated + unavailable > 0 ? 1 : 0); }
   FieldWriter Encode() const;
   static Result<FsckReply> Decode(const FieldReader& r);
+};
+
+// `shardfs rebalance`: even out disk use now, at the repair rate, rather than
+// at the background rate. The request has no fields.
+struct RebalanceReply {
+  // The spread of the nodes' fill (listed bytes / capacity, up nodes) in
+  // percentage points when asked; rebalancing stops under the threshold.
+  uint64_t spread_percent = 0;
+  uint64_t threshold_percent = 0;
+  FieldWriter Encode() const;
+  static Result<RebalanceReply> Decode(const FieldReader& r);
 };
 
 // `shardfs drain NODE` (and `--undo`): a draining node takes no new shards and

@@ -57,6 +57,7 @@ enum class MessageType : uint16_t {
   kGetShardTable = 321,
   kSetReplicas = 322,
   kFsck = 323,
+  kRebalance = 324,
 };
 
 inline constexpr uint16_t kReplyBit = 0x8000;

@@ -44,6 +44,12 @@ Result<FsckReply> ClusterClient::Fsck(uint64_t max_files) {
   return FsckReply::Decode(r.header.fields);
 }
 
+Result<RebalanceReply> ClusterClient::Rebalance() {
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, registry_.Call(MessageType::kRebalance, FieldWriter(),
+                                                         std::chrono::milliseconds(30000)));
+  return RebalanceReply::Decode(r.header.fields);
+}
+
 Status ClusterClient::SetDraining(const std::string& node_id, bool draining) {
   return registry_
       .Call(MessageType::kSetDraining, SetDrainingRequest{node_id, draining}.Encode(),

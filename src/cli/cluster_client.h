@@ -31,6 +31,7 @@ class ClusterClient {
   // The registry's health report (see protocol/health_messages.h).
   Result<FsckReply> Fsck(uint64_t max_files);
   Status SetDraining(const std::string& node_id, bool draining);
+  Result<RebalanceReply> Rebalance();
 
   // "/a/b/c" (or "a/b/c") to the attributes of what it names.
   Result<InodeAttrs> Resolve(const std::string& path);

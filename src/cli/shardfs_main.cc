@@ -173,6 +173,29 @@ int Drain(ClusterClient& c, const std::string& name, bool undo, bool wait, bool 
   }
 }
 
+// `shardfs rebalance`: even out disk use now, at the repair rate.
+int Rebalance(ClusterClient& c, bool as_json) {
+  auto r = c.Rebalance();
+  if (!r.ok()) return Fail("rebalance", r.status());
+  if (as_json) {
+    std::cout << json{{"spread_percent", r->spread_percent},
+                      {"threshold_percent", r->threshold_percent}}
+                     .dump(2)
+              << "\n";
+  } else if (r->spread_percent <= r->threshold_percent) {
+    std::printf("disk use differs by %llu%% between nodes, within %llu%%: nothing to move\n",
+                static_cast<unsigned long long>(r->spread_percent),
+                static_cast<unsigned long long>(r->threshold_percent));
+  } else {
+    std::printf(
+        "disk use differs by %llu%% between nodes: moving replicas until it is within "
+        "%llu%%; `shardfs status` shows each node's share\n",
+        static_cast<unsigned long long>(r->spread_percent),
+        static_cast<unsigned long long>(r->threshold_percent));
+  }
+  return 0;
+}
+
 // `shardfs fsck`: exit 0 healthy, 1 degraded, 2 data lost; names every
 // affected file (up to --max-files).
 int Fsck(ClusterClient& c, uint64_t max_files, bool as_json) {
@@ -191,8 +214,9 @@ int Fsck(ClusterClient& c, uint64_t max_files, bool as_json) {
                        {"fewest_copies", a.fewest}});
     }
     json nodes = json::array();
-    for (const auto& n : f->nodes)
-      nodes.push_back({{"node_id", n.node_id}, {"replicas", n.replicas}});
+    for (const auto& n : f->nodes) {
+      nodes.push_back({{"node_id", n.node_id}, {"replicas", n.replicas}, {"bytes", n.bytes}});
+    }
     json out = HealthJson(*f);
     out["affected"] = files;
     out["nodes"] = nodes;
@@ -531,7 +555,9 @@ int main(int argc, char** argv) {
   drain->add_option("NODE", node, "node id, unique id prefix or endpoint")->required();
   drain->add_flag("--undo", undo, "let the node take new shards again");
   drain->add_flag("--wait", wait, "wait until it is safe to stop the node");
-  for (auto* sub : {status, ls, info, fsck, drain}) {
+  auto* rebalance =
+      app.add_subcommand("rebalance", "even out disk use between nodes now, at the repair rate");
+  for (auto* sub : {status, ls, info, fsck, drain, rebalance}) {
     sub->add_flag("--json", as_json, "machine-readable output");
   }
 
@@ -549,5 +575,6 @@ int main(int argc, char** argv) {
   if (*replicas) return Replicas(client, path, goal, recursive);
   if (*fsck) return Fsck(client, max_files, as_json);
   if (*drain) return Drain(client, node, undo, wait, as_json);
+  if (*rebalance) return Rebalance(client, as_json);
   return 2;
 }

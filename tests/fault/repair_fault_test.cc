@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -37,7 +38,8 @@ size_t NodeLossMiB() {
 class RepairFaultTest : public ::testing::Test {
  protected:
   void StartCluster(int nodes, int replicas, std::vector<std::string> registry_args = {},
-                    std::vector<std::string> node_args = {}) {
+                    std::vector<std::string> node_args = {},
+                    const std::function<void(TestCluster&)>& before_start = {}) {
     if (access("/dev/fuse", R_OK | W_OK) != 0) {
       if (std::getenv("CI") != nullptr) FAIL() << "/dev/fuse is not usable";
       GTEST_SKIP() << "/dev/fuse is not usable";
@@ -52,6 +54,7 @@ class RepairFaultTest : public ::testing::Test {
                                  registry_args.end());
     options.node_args = std::move(node_args);
     cluster_ = std::make_unique<TestCluster>(options);
+    if (before_start) before_start(*cluster_);
     Status st = cluster_->Start();
     ASSERT_TRUE(st.ok()) << st.ToString() << cluster_->Logs();
     mount_ = std::make_unique<TestMount>(*cluster_, cluster_->dir() + "/mnt");
@@ -66,6 +69,11 @@ class RepairFaultTest : public ::testing::Test {
                   mount_ ? mount_->Log().c_str() : "");
     }
     mount_.reset();
+    if (!small_disk_.empty()) {
+      // The node must let go of its disk before it can be unmounted.
+      cluster_->node(0).Stop();
+      Sh("umount " + small_disk_);
+    }
     cluster_.reset();
   }
 
@@ -175,6 +183,7 @@ class RepairFaultTest : public ::testing::Test {
   std::unique_ptr<TestCluster> cluster_;
   std::unique_ptr<TestMount> mount_;
   std::string m_;
+  std::string small_disk_;  // a tmpfs mounted as node 0's data dir, if any
 };
 
 // 5 nodes, R=3: kill -9 one node, then another; each time fsck reports
@@ -341,6 +350,62 @@ TEST_F(RepairFaultTest, DrainedNodeCanBeStoppedWithoutLoss) {
   cluster_->node(0).Kill();
   hashes.insert(during.begin(), during.end());
   ExpectHashes(hashes);
+}
+
+// A node whose disk fills up: writes go to the other nodes, nothing that
+// could succeed elsewhere fails, and every shard ends at its goal.
+TEST_F(RepairFaultTest, FullNodeTakesNoMoreShards) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(4, 3, {}, {}, [&](TestCluster& c) {
+    std::filesystem::create_directories(c.NodeDir(0));
+    ASSERT_EQ(Sh("mount -t tmpfs -o size=20m shardfs-test-full " + c.NodeDir(0)), 0);
+    small_disk_ = c.NodeDir(0);
+  }));
+  // Far more than node 0 can hold.
+  auto hashes = WriteDataSet("data", 96);
+  json f;
+  ASSERT_TRUE(WaitForFsck(0, 120s, nullptr, &f)) << f.dump();
+  EXPECT_EQ(f["shards"], f["healthy"]);
+  std::string df;
+  Sh("df -k --output=used " + small_disk_ + " | tail -1", &df);
+  EXPECT_LE(std::stoul(df), 20u * 1024);
+  ExpectHashes(hashes);
+  // Still writable with the full node in the cluster.
+  const uint64_t after = WriteRandomFile(m_ + "/after", 8u << 20, 4242);
+  ExpectHashes({{m_ + "/after", after}});
+}
+
+// A node added to a full-ish cluster gets a fair share: new data at once,
+// and (after `shardfs rebalance`) replicas moved from the others.
+TEST_F(RepairFaultTest, AddedNodeIsFilledByRebalancing) {
+  // Small capacities, so 60 MiB makes a difference in the nodes' shares.
+  ASSERT_NO_FATAL_FAILURE(StartCluster(3, 2, {}, {"--capacity", "150M"}));
+  auto hashes = WriteDataSet("data", 60);
+  ASSERT_TRUE(WaitForFsck(0, 30s));
+  auto added = cluster_->AddNode();
+  ASSERT_TRUE(added.ok()) << added.status().ToString();
+  ASSERT_TRUE(WaitUntil([&] { return cluster_->NodesUp() == 4; }, 20s));
+  const std::string id = NodeId(*added);
+  auto share = [&] {
+    json f = Fsck();
+    uint64_t mine = 0, total = 0;
+    if (f.is_discarded()) return 0.0;
+    for (const auto& n : f["nodes"]) {
+      total += n["bytes"].get<uint64_t>();
+      if (n["node_id"] == id) mine = n["bytes"].get<uint64_t>();
+    }
+    return total == 0 ? 0.0 : static_cast<double>(mine) / total;
+  };
+  std::string out;
+  ASSERT_EQ(Sh(cluster_->Cli("rebalance"), &out), 0) << out;
+  // Four equal nodes: a quarter each; rebalancing stops once the shares are
+  // within 10 points, which leaves the new node at least about an eighth.
+  EXPECT_TRUE(WaitUntil([&] { return share() > 0.12; }, 120s)) << share() << "\n" << Fsck().dump();
+  json f;
+  ASSERT_TRUE(WaitForFsck(0, 60s, nullptr, &f)) << f.dump();
+  ExpectHashes(hashes);
+  // New data lands on the new node at once.
+  ASSERT_EQ(Sh(cluster_->Cli("rebalance --json"), &out), 0) << out;
+  EXPECT_NE(out.find("spread_percent"), std::string::npos);
 }
 
 // The registry killed -9 in the middle of a repair: after the restart the

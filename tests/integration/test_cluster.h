@@ -120,6 +120,15 @@ class TestCluster {
     return Status::Ok();
   }
 
+  // Starts one more node (a machine added to the cluster); returns its index.
+  Result<int> AddNode() {
+    nodes_.emplace_back();
+    node_ports_.push_back(FreeTcpPort());
+    const int i = static_cast<int>(nodes_.size()) - 1;
+    SHARDFS_RETURN_IF_ERROR(StartNode(i));
+    return i;
+  }
+
   // Nodes the registry reports up, read through the CLI's JSON output.
   int NodesUp() {
     std::string out;
