@@ -34,6 +34,7 @@ constexpr auto kRateWindow = std::chrono::seconds(20);
 // lost: its shards now have fewer copies) are picked up.
 constexpr auto kMaxPassWork = std::chrono::seconds(30);
 constexpr uint64_t kInventoryPage = 1000;
+constexpr size_t kParallelCopies = 4;
 
 }  // namespace
 
@@ -129,11 +130,22 @@ size_t ReplicaRepair::RunPass() {
   // Fewest copies first: those are the shards one more failure would lose.
   std::stable_sort(copies.begin(), copies.end(),
                    [](const CopyTask& a, const CopyTask& b) { return a.counted < b.counted; });
+  // A few copies at once: each waits on two nodes' disks and the network,
+  // so one at a time leaves most of the cluster idle.
   const auto pass_start = Clock::now();
-  for (const CopyTask& task : copies) {
-    if (Stopping() || Clock::now() - pass_start > kMaxPassWork) break;
-    if (Repair(task.key)) ++changes;
-  }
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> repaired{0};
+  auto copier = [&] {
+    for (size_t i = next++; i < copies.size(); i = next++) {
+      if (Stopping() || Clock::now() - pass_start > kMaxPassWork) break;
+      if (Repair(copies[i].key)) ++repaired;
+    }
+  };
+  std::vector<std::thread> copiers;
+  for (size_t i = 0; i < std::min(kParallelCopies, copies.size()); ++i)
+    copiers.emplace_back(copier);
+  for (std::thread& t : copiers) t.join();
+  changes += repaired;
   for (const ShardKey& key : trims) {
     if (Stopping()) break;
     if (Trim(key)) ++changes;
@@ -441,6 +453,8 @@ size_t ReplicaRepair::Sweep(const std::string& node_id) {
 bool ReplicaRepair::Throttle(uint64_t bytes, uint64_t rate) {
   if (rate == 0) return !Stopping();
   const auto now = Clock::now();
+  // Copiers run in parallel: the budget is shared, under mu_.
+  std::unique_lock<std::mutex> lock(mu_);
   // A budget that restarts after idle time, so a burst after a quiet hour is
   // still held to the rate.
   if (throttle_bytes_ == 0 || now - throttle_start_ > std::chrono::seconds(10)) {
@@ -449,7 +463,6 @@ bool ReplicaRepair::Throttle(uint64_t bytes, uint64_t rate) {
   }
   const auto due = throttle_start_ + std::chrono::microseconds(throttle_bytes_ * 1000000 / rate);
   throttle_bytes_ += bytes;
-  std::unique_lock<std::mutex> lock(mu_);
   cv_.wait_until(lock, due, [this] { return stopping_; });
   return !stopping_;
 }

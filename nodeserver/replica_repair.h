@@ -27,10 +27,12 @@
 // is dropped from its table at once when another readable copy exists, which
 // makes the shard short of its goal and so repaired like any other.
 //
-// Threads: Start/Stop belong to main; the repair thread does all copying,
-// trimming and sweeping; HandleFsck and HandleReportBadReplica run on RPC
-// worker threads (they read the store, log ops through NamespaceDb, and read
-// the progress under its mutex).
+// Threads: Start/Stop belong to main; the repair thread does all trimming,
+// rebalancing and sweeping, and copies through a few short-lived copier
+// threads of its own (Repair() runs concurrently on different shards);
+// HandleFsck and HandleReportBadReplica run on RPC worker threads (they read
+// the store, log ops through NamespaceDb, and read the progress under its
+// mutex).
 #pragma once
 
 #include <atomic>
@@ -135,9 +137,12 @@ class ReplicaRepair {
   NodeClient nodes_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
-  // Repair thread only.
-  std::set<std::string> seen_alive_;        // nodes alive at the last scan
+  // Repair thread only (its copier threads touch none of it).
+  std::set<std::string> seen_alive_;  // nodes alive at the last scan
+
   std::atomic<bool> rebalance_now_{false};  // set by `shardfs rebalance`
+
+  // The copy budget, shared by the copier threads: guarded by mu_.
   std::chrono::steady_clock::time_point throttle_start_{};
   uint64_t throttle_bytes_ = 0;
 

@@ -28,11 +28,11 @@ using Clock = std::chrono::steady_clock;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-// MiB written by the node-loss test; the issue asks for 1 GiB, which
-// SHARDFS_REPAIR_TEST_MIB=1024 runs (CI uses a smaller default to stay fast).
+// MiB written by the node-loss test (1 GiB, about 50 s here);
+// SHARDFS_REPAIR_TEST_MIB makes it smaller for a quick run.
 size_t NodeLossMiB() {
   const char* v = std::getenv("SHARDFS_REPAIR_TEST_MIB");
-  return v != nullptr ? std::strtoul(v, nullptr, 10) : 192;
+  return v != nullptr ? std::strtoul(v, nullptr, 10) : 1024;
 }
 
 class RepairFaultTest : public ::testing::Test {
