@@ -10,6 +10,10 @@
 
 #include "fuse/mount_options.h"
 #include "fuse/shardfs_fs.h"
+#include "protocol/registry_messages.h"
+#include "src/cluster_key.h"
+#include "src/rpc_channel.h"
+#include "src/socket_security.h"
 
 namespace {
 
@@ -80,6 +84,20 @@ void ConfigureLogging(const MountOptions& options) {
   spdlog::flush_on(spdlog::level::info);
 }
 
+// A mount whose key the cluster refuses would come up and then fail every
+// operation; refuse to mount instead, while the error still reaches the
+// terminal. Anything else (a registry that is down) is left to the mount,
+// which waits for the registry as before. The context ends here, before the
+// fork into the background, which a ZeroMQ context would not survive.
+Status CheckRegistryTakesKey(const std::string& registry) {
+  zmq::context_t context;
+  RpcChannel channel(context, registry);
+  auto reply = channel.Call(MessageType::kClusterMap, GetClusterMapRequest{}.Encode(),
+                            std::chrono::milliseconds(2000));
+  if (!reply.ok() && IsKeyRefused(reply.status())) return reply.status();
+  return Status::Ok();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,6 +118,18 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  auto key = ChooseClusterKey(options->key, options->insecure, kDefaultKeyPath, false);
+  if (!key.ok()) {
+    std::fprintf(stderr, "shardfs-mount: %s\n", key.status().message().c_str());
+    return 2;
+  }
+  if (!key->key) std::fprintf(stderr, "shardfs-mount: WARNING: %s\n", kInsecureWarning.data());
+  SetProcessClusterKey(key->key);
+  if (Status st = CheckRegistryTakesKey(options->registry); !st.ok()) {
+    std::fprintf(stderr, "shardfs-mount: not mounted: %s\n", st.message().c_str());
+    return 1;
+  }
+
   // The mount is made before the fork into the background, so the parent
   // exits only once it is ready; the clients (ZeroMQ) are made after it.
   ShardFs fs(*options, options->registry);
@@ -108,6 +138,11 @@ int main(int argc, char** argv) {
   fs.set_session(session.get());
   if (fuse_daemonize(options->foreground ? 1 : 0) != 0) return 1;
   ConfigureLogging(*options);
+  if (key->key) {
+    spdlog::info("cluster key {} (fingerprint {})", key->path, key->key->Fingerprint());
+  } else {
+    spdlog::warn("{}", kInsecureWarning);
+  }
   fs.Start();
   if (!session.InstallSignalHandlers()) return 1;
   spdlog::info("mounted the cluster at {} (registry {})", options->mountpoint, options->registry);

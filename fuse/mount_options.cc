@@ -44,6 +44,12 @@ Status ApplyOption(const std::string& option, MountOptions* out) {
     out->registry = value;
   } else if (key == "cluster") {
     out->cluster = value;
+  } else if (key == "key") {
+    if (value.empty())
+      return Bad("key takes the cluster key file, like key=/etc/shardfs/cluster.key");
+    out->key = value;
+  } else if (key == "insecure") {
+    out->insecure = true;
   } else if (key == "log") {
     out->log_file = value;
   } else if (key == "debug") {
@@ -82,12 +88,16 @@ std::string MountUsage() {
          "  --registry EP       registry endpoint, like tcp://10.0.0.5:7400\n"
          "                      (default: $SHARDFS_REGISTRY, else the registry's beacon)\n"
          "  --cluster NAME      cluster name to accept beacons from (default shardfs)\n"
+         "  --key FILE          cluster key (default: $SHARDFS_KEY, else\n"
+         "                      /etc/shardfs/cluster.key)\n"
+         "  --insecure          no cluster key: plain, unauthenticated connections\n"
          "  --beacon-port N     UDP port of the beacon (default 7400)\n"
          "  -f                  stay in the foreground\n"
          "  --log-level LEVEL   trace, debug, info, warn, error\n"
          "  --log-file FILE     log here (default: stderr with -f, else syslog)\n"
          "  -o OPTS             comma-separated: ro, allow_other, attr_timeout=S,\n"
-         "                      entry_timeout=S, replicas=N, registry=EP, debug\n"
+         "                      entry_timeout=S, replicas=N, registry=EP, key=FILE,\n"
+         "                      insecure, debug\n"
          "  -h, --help          this text\n";
 }
 
@@ -118,6 +128,12 @@ Result<MountOptions> ParseMountOptions(int argc, char** argv) {
       out.registry = arg.substr(11);
     } else if (arg == "--cluster") {
       SHARDFS_ASSIGN_OR_RETURN(out.cluster, need_value(i, arg));
+    } else if (arg == "--key") {
+      SHARDFS_ASSIGN_OR_RETURN(out.key, need_value(i, arg));
+    } else if (arg.rfind("--key=", 0) == 0) {
+      out.key = arg.substr(6);
+    } else if (arg == "--insecure") {
+      out.insecure = true;
     } else if (arg == "--beacon-port") {
       SHARDFS_ASSIGN_OR_RETURN(std::string v, need_value(i, arg));
       out.beacon_port = std::atoi(v.c_str());

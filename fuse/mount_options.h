@@ -16,6 +16,8 @@ struct MountOptions {
   std::string mountpoint;
   std::string registry;  // empty: $SHARDFS_REGISTRY, else the beacon
   std::string cluster = "shardfs";
+  std::string key;        // cluster key file; empty: $SHARDFS_KEY, else /etc/shardfs/cluster.key
+  bool insecure = false;  // no key: plain connections
   int beacon_port = 7400;
   bool foreground = false;
   bool read_only = false;

@@ -6,7 +6,9 @@
 #include "nodeserver/node_server.h"
 #include "nodeserver/shard_scrubber.h"
 #include "src/byte_size.h"
+#include "src/cluster_key.h"
 #include "src/registry_link.h"
+#include "src/socket_security.h"
 #include "src/termination_signal.h"
 
 namespace {
@@ -18,6 +20,8 @@ struct Flags {
   std::string capacity = "0";
   std::string cluster = "shardfs";
   std::string log_level = "info";
+  std::string key;
+  bool insecure = false;
   int beacon_port = 7400;
   int workers = 8;
   double scrub_rate_mib = 8;
@@ -36,6 +40,10 @@ void ParseFlags(int argc, char** argv, Flags* flags) {
                  "space this node offers, like 100G (0: the whole file system)")
       ->capture_default_str();
   app.add_option("--cluster", flags->cluster, "cluster name")->capture_default_str();
+  app.add_option("--key", flags->key,
+                 "cluster key file (default: $SHARDFS_KEY, else /etc/shardfs/cluster.key)");
+  app.add_flag("--insecure", flags->insecure,
+               "no cluster key: plain, unauthenticated connections (testing only)");
   app.add_option("--beacon-port", flags->beacon_port, "UDP port to listen for the beacon on")
       ->capture_default_str();
   app.add_option("--workers", flags->workers, "disk worker threads")->capture_default_str();
@@ -71,6 +79,19 @@ int main(int argc, char** argv) {
     spdlog::error("--capacity: {}", capacity.status().message());
     return 2;
   }
+
+  // Before the first socket: every socket of the process takes it.
+  auto key = ChooseClusterKey(flags.key, flags.insecure, kDefaultKeyPath, false);
+  if (!key.ok()) {
+    spdlog::error("{}", key.status().message());
+    return 2;
+  }
+  if (key->key) {
+    spdlog::info("cluster key {} (fingerprint {})", key->path, key->key->Fingerprint());
+  } else {
+    spdlog::warn("{}", kInsecureWarning);
+  }
+  SetProcessClusterKey(key->key);
 
   zmq::context_t context;
   NodeServer::Options options;

@@ -20,7 +20,9 @@
 #include "nodeserver/registry_server.h"
 #include "nodeserver/replica_repair.h"
 #include "src/byte_size.h"
+#include "src/cluster_key.h"
 #include "src/namespace_db.h"
+#include "src/socket_security.h"
 #include "src/termination_signal.h"
 #include "src/unique_fd.h"
 
@@ -40,6 +42,8 @@ struct RegistryFlags {
   double repair_delay_seconds = 60.0;
   double repair_rate_mib = 64.0;
   std::string log_level = "info";
+  std::string key;  // "": $SHARDFS_KEY, else META/cluster.key
+  bool insecure = false;
 };
 
 void DefineFlags(CLI::App& app, RegistryFlags& f) {
@@ -87,6 +91,11 @@ void DefineFlags(CLI::App& app, RegistryFlags& f) {
                  "MiB/s that re-replication may copy, over the whole cluster (0: no limit)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--key", f.key,
+                 "Cluster key file (default: $SHARDFS_KEY, else META/cluster.key, made on the "
+                 "first start)");
+  app.add_flag("--insecure", f.insecure,
+               "No cluster key: plain, unauthenticated connections (testing only)");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -164,6 +173,24 @@ int main(int argc, char** argv) {
   BlockTerminationSignals();
   auto meta_lock = TakeMetaDir(flags.meta);
   if (!meta_lock.ok()) return Fail(meta_lock.status());
+
+  // After the lock, so two registries never race to create the key; before
+  // the first socket, which takes the process's key.
+  auto key = ChooseClusterKey(flags.key, flags.insecure,
+                              (std::filesystem::path(flags.meta) / kRegistryKeyFile).string(),
+                              /*create_default=*/true);
+  if (!key.ok()) return Fail(key.status());
+  if (key->created) {
+    spdlog::info(
+        "registry: made a new cluster key {} (fingerprint {}); copy it to every node, "
+        "mount and admin machine (--key, or /etc/shardfs/cluster.key)",
+        key->path, key->key->Fingerprint());
+  } else if (key->key) {
+    spdlog::info("registry: cluster key {} (fingerprint {})", key->path, key->key->Fingerprint());
+  } else {
+    spdlog::warn("registry: {}", kInsecureWarning);
+  }
+  SetProcessClusterKey(key->key);
 
   auto db = NamespaceDb::Open(flags.meta);
   if (!db.ok()) return Fail(db.status());

@@ -79,10 +79,20 @@ Status RegistryServer::Start() {
     // A subscriber that stops reading loses maps rather than growing our
     // memory; it catches up from the next one (each map is complete).
     pub_->set(zmq::sockopt::sndhwm, 16);
+    // The map names every node: only members may subscribe.
+    auto auth = SecureServerSocket(context_, *pub_, "the cluster map on " + pub.ToString());
+    if (!auth.ok()) {
+      pub_.reset();
+      rpc_->Stop();
+      rpc_.reset();
+      return auth.status();
+    }
+    pub_authenticator_ = std::move(auth).value();
     pub_->bind(pub.ToString());
     publish_endpoint_ = pub_->get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
     pub_.reset();
+    pub_authenticator_.reset();
     rpc_->Stop();
     rpc_.reset();
     return Status::Error(ErrorCode::kUnavailable,
@@ -127,6 +137,7 @@ void RegistryServer::Stop() {
   cv_.notify_all();
   if (publisher_.joinable()) publisher_.join();
   pub_.reset();
+  pub_authenticator_.reset();
   rpc_.reset();
   beacon_.reset();
 }

@@ -28,6 +28,7 @@
 #include "nodeserver/membership.h"
 #include "src/beacon_sender.h"
 #include "src/rpc_server.h"
+#include "src/socket_security.h"
 #include "src/status.h"
 
 namespace shardfs {
@@ -98,6 +99,7 @@ class RegistryServer {
 
   std::unique_ptr<RpcServer> rpc_;
   std::unique_ptr<zmq::socket_t> pub_;  // bound in Start, then used by the publisher thread only
+  std::shared_ptr<Authenticator> pub_authenticator_;  // while pub_ exists; null without a key
   std::unique_ptr<BeaconSender> beacon_;
   std::string endpoint_;
   std::string publish_endpoint_;

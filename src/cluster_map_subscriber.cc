@@ -8,6 +8,7 @@
 #include "protocol/envelope.h"
 #include "protocol/registry_messages.h"
 #include "src/rpc_channel.h"
+#include "src/socket_security.h"
 
 namespace shardfs {
 namespace {
@@ -110,6 +111,10 @@ void ClusterMapSubscriber::Loop() {
   // a map and ZeroMQ drops the connection instead of buffering it.
   sub.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxHeaderBytes));
   sub.set(zmq::sockopt::subscribe, kClusterMapTopic);
+  if (Status st = SecureClientSocket(context_, sub); !st.ok()) {
+    // The registry refuses the plain connection; the polls below say why.
+    spdlog::error("cluster map: {}", st.ToString());
+  }
   sub.connect(options_.publish_endpoint);
   RpcChannel channel(context_, options_.registry_endpoint);
 

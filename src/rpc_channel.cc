@@ -1,5 +1,7 @@
 #include "src/rpc_channel.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 namespace shardfs {
@@ -13,10 +15,23 @@ using Clock = std::chrono::steady_clock;
 
 // State of one in-flight request of a batch.
 struct InFlight {
-  std::unique_ptr<zmq::socket_t> socket;
+  PooledSocket socket;
   uint64_t request_id = 0;
   bool done = false;
 };
+
+// The error of a call that never got a connection: why, when the socket's
+// handshake events tell (a key problem is for the operator, not a retry),
+// else the plain "cannot connect".
+Status NotConnected(const std::string& endpoint, PooledSocket& socket) {
+  if (socket.watch) {
+    if (auto why = socket.watch->Explain()) {
+      return Status::Error(ErrorCode::kUnauthenticated,
+                           std::string(kNotConnectedPrefix) + endpoint + ": " + *why);
+    }
+  }
+  return Status::Error(ErrorCode::kUnavailable, std::string(kNotConnectedPrefix) + endpoint);
+}
 
 bool SendRequest(zmq::socket_t& socket, const RpcCall& call, uint64_t request_id) {
   std::string header = EncodeHeader(call.type, request_id, *call.fields);
@@ -79,6 +94,11 @@ bool IsNotConnected(const Status& status) {
          status.message().rfind(kNotConnectedPrefix, 0) == 0;
 }
 
+bool IsKeyRefused(const Status& status) {
+  return status.code() == ErrorCode::kUnauthenticated &&
+         status.message().rfind(kNotConnectedPrefix, 0) == 0;
+}
+
 uint64_t NextRequestId() {
   static std::atomic<uint64_t> next{1};
   return next.fetch_add(1, std::memory_order_relaxed);
@@ -89,7 +109,7 @@ RpcChannel::RpcChannel(zmq::context_t& context, std::string endpoint)
 
 RpcChannel::~RpcChannel() = default;
 
-std::unique_ptr<zmq::socket_t> RpcChannel::Borrow() {
+PooledSocket RpcChannel::Borrow() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!idle_.empty()) {
@@ -98,17 +118,30 @@ std::unique_ptr<zmq::socket_t> RpcChannel::Borrow() {
       return s;
     }
   }
-  auto socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
-  socket->set(zmq::sockopt::linger, 0);
-  socket->set(zmq::sockopt::immediate, 1);
-  socket->set(zmq::sockopt::reconnect_ivl, 100);
-  socket->set(zmq::sockopt::reconnect_ivl_max, 1000);
-  socket->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxPayloadBytes + 4096));
-  socket->connect(endpoint_);
-  return socket;
+  PooledSocket s;
+  s.socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
+  zmq::socket_t& socket = *s.socket;
+  socket.set(zmq::sockopt::linger, 0);
+  socket.set(zmq::sockopt::immediate, 1);
+  socket.set(zmq::sockopt::reconnect_ivl, 100);
+  socket.set(zmq::sockopt::reconnect_ivl_max, 1000);
+  socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxPayloadBytes + 4096));
+  if (Status st = SecureClientSocket(context_, socket); !st.ok()) {
+    // The server refuses the plain connection and the call says so.
+    spdlog::error("rpc: {}", st.ToString());
+  }
+  s.watch = HandshakeWatch::Start(context_, socket);
+  socket.connect(endpoint_);
+  return s;
 }
 
-void RpcChannel::GiveBack(std::unique_ptr<zmq::socket_t> socket) {
+void RpcChannel::GiveBack(PooledSocket socket) {
+  // A reply came, so the handshake is done: stop watching a socket that
+  // may live long in the pool.
+  if (socket.watch) {
+    socket.watch->Stop(*socket.socket);
+    socket.watch.reset();
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (idle_.size() < kMaxIdleSockets) idle_.push_back(std::move(socket));
 }
@@ -158,12 +191,11 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
     for (size_t i = 0; i < n; ++i) {
       if (started[i] && !sent[i] && !flights[i].done && now - started_at[i] >= connect_timeout) {
         flights[i].done = true;
+        results[i] =
+            Result<RpcResponse>(NotConnected(calls[i].channel->endpoint(), flights[i].socket));
         flights[i].socket.reset();
         ++finished;
         --in_progress;
-        results[i] = Result<RpcResponse>(
-            Status::Error(ErrorCode::kUnavailable,
-                          std::string(kNotConnectedPrefix) + calls[i].channel->endpoint()));
       }
     }
     if (finished >= n) break;
@@ -189,7 +221,7 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
       // Sending waits for a connection (ZMQ_IMMEDIATE): POLLOUT until sent,
       // then POLLIN for the reply.
       short events = sent[i] ? ZMQ_POLLIN : ZMQ_POLLOUT;
-      items.push_back({flights[i].socket->handle(), 0, events, 0});
+      items.push_back({flights[i].socket.socket->handle(), 0, events, 0});
       index.push_back(i);
     }
     auto wake = std::min(deadline, next_start);
@@ -208,11 +240,11 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
     for (size_t k = 0; k < items.size(); ++k) {
       size_t i = index[k];
       if (!sent[i] && (items[k].revents & ZMQ_POLLOUT)) {
-        if (SendRequest(*flights[i].socket, calls[i], flights[i].request_id)) sent[i] = true;
+        if (SendRequest(*flights[i].socket.socket, calls[i], flights[i].request_id)) sent[i] = true;
         continue;
       }
       if (sent[i] && (items[k].revents & ZMQ_POLLIN)) {
-        auto reply = ReadReply(*flights[i].socket, flights[i].request_id, calls[i].type);
+        auto reply = ReadReply(*flights[i].socket.socket, flights[i].request_id, calls[i].type);
         if (!reply) continue;  // stale, keep waiting
         flights[i].done = true;
         ++finished;
@@ -235,16 +267,14 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
     } else if (!started[i]) {
       out.push_back(Status::Error(ErrorCode::kUnavailable, "not sent: enough replies came"));
     } else {
+      // Never sent means never connected: the caller may safely try again,
+      // even a request that is not idempotent.
+      out.push_back(sent[i] ? Status::Error(ErrorCode::kTimeout,
+                                            "no reply from " + calls[i].channel->endpoint())
+                            : NotConnected(calls[i].channel->endpoint(), flights[i].socket));
       // The socket may still receive the late reply: drop it rather than
       // return it to the pool.
       flights[i].socket.reset();
-      // Never sent means never connected: the caller may safely try again,
-      // even a request that is not idempotent.
-      out.push_back(
-          sent[i]
-              ? Status::Error(ErrorCode::kTimeout, "no reply from " + calls[i].channel->endpoint())
-              : Status::Error(ErrorCode::kUnavailable,
-                              std::string(kNotConnectedPrefix) + calls[i].channel->endpoint()));
     }
   }
   return out;

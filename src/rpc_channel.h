@@ -20,6 +20,7 @@
 #include <zmq_addon.hpp>
 
 #include "protocol/envelope.h"
+#include "src/socket_security.h"
 #include "src/status.h"
 
 namespace shardfs {
@@ -50,8 +51,25 @@ struct RpcCall {
   std::chrono::milliseconds start_after{0};
 };
 
+// A pooled DEALER socket, and while its first handshake has not succeeded,
+// the watch that can tell why it failed (a wrong or missing cluster key).
+struct PooledSocket {
+  std::unique_ptr<zmq::socket_t> socket;
+  std::unique_ptr<HandshakeWatch> watch;
+
+  explicit operator bool() const { return socket != nullptr; }
+  void reset() {
+    watch.reset();
+    socket.reset();
+  }
+};
+
 // Thread-safe. Owned by whoever owns the connection to that server (a
-// NodeClient, a RegistryClient); `context` must outlive it.
+// NodeClient, a RegistryClient); `context` must outlive it. Sockets use the
+// context's cluster key (src/socket_security.h); a server that does not
+// complete the CURVE handshake within the connect timeout is kUnauthenticated
+// when the handshake's events show why (refused key, no key on one side, a
+// different key), else kUnavailable like any server that cannot be reached.
 class RpcChannel {
  public:
   RpcChannel(zmq::context_t& context, std::string endpoint);
@@ -84,19 +102,24 @@ class RpcChannel {
  private:
   static std::vector<Result<RpcResponse>> RunBatch(std::span<RpcCall> calls, size_t enough,
                                                    std::chrono::milliseconds timeout);
-  std::unique_ptr<zmq::socket_t> Borrow();
-  void GiveBack(std::unique_ptr<zmq::socket_t> socket);
+  PooledSocket Borrow();
+  void GiveBack(PooledSocket socket);
 
   zmq::context_t& context_;
   const std::string endpoint_;
   std::mutex mu_;
-  std::vector<std::unique_ptr<zmq::socket_t>> idle_;  // guarded by mu_
+  std::vector<PooledSocket> idle_;  // guarded by mu_
 };
 
 // True for the error a call gets when no connection to the server could be
 // made: the request was never sent, so even a mutation may be sent again. A
-// server's own kUnavailable reply ("too few live nodes") is not this.
+// server's own kUnavailable reply ("too few live nodes") is not this, nor is
+// a refused handshake (kUnauthenticated), which trying again will not mend.
 bool IsNotConnected(const Status& status);
+
+// True for the error a call gets when the server and this process do not
+// share the cluster key (never sent either).
+bool IsKeyRefused(const Status& status);
 
 // Unique across the process, so replies can be matched to requests.
 uint64_t NextRequestId();

@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include "src/socket_security.h"
+
 namespace shardfs {
 namespace {
 
@@ -56,10 +58,18 @@ Status RpcServer::Start() {
     router_->set(zmq::sockopt::sndhwm, 10000);
     router_->set(zmq::sockopt::rcvhwm, 10000);
     router_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.max_payload + 4096));
+    // Before bind: no connection may be taken without the cluster key.
+    auto auth = SecureServerSocket(context_, *router_, "requests on " + options_.endpoint);
+    if (!auth.ok()) {
+      router_.reset();
+      return auth.status();
+    }
+    authenticator_ = std::move(auth).value();
     router_->bind(options_.endpoint);
     bound_endpoint_ = router_->get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
     router_.reset();
+    authenticator_.reset();
     return Status::Error(ErrorCode::kUnavailable,
                          "cannot listen on " + options_.endpoint + ": " + e.what());
   }
@@ -127,6 +137,7 @@ void RpcServer::Stop() {
   }
   socket_thread_.join();
   router_.reset();
+  authenticator_.reset();  // after the socket it guards
 }
 
 void RpcServer::SendError(zmq::socket_t& router, zmq::message_t& peer, uint64_t request_id,

@@ -6,6 +6,8 @@
 // slow disk request never stalls the others. Workers hand finished replies
 // back over an inproc socket, because a ZeroMQ socket belongs to one thread.
 // A full queue is answered with kBusy instead of growing without bound.
+// With a cluster key the ROUTER is a CURVE server and only members connect
+// (src/socket_security.h).
 #pragma once
 
 #include <atomic>
@@ -20,6 +22,7 @@
 #include <zmq_addon.hpp>
 
 #include "protocol/envelope.h"
+#include "src/socket_security.h"
 #include "src/status.h"
 
 namespace shardfs {
@@ -86,6 +89,8 @@ class RpcServer {
   std::string reply_endpoint_;
   std::string control_endpoint_;
   std::unique_ptr<zmq::socket_t> router_;  // bound in Start, used by the socket thread
+  // The context's ZAP handler while router_ exists (null without a key).
+  std::shared_ptr<Authenticator> authenticator_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,8 +1,11 @@
 #include "src/cli/cluster_client.h"
 
+#include <cstdio>
 #include <sstream>
 
 #include "protocol/message_type.h"
+#include "src/cluster_key.h"
+#include "src/socket_security.h"
 
 namespace shardfs {
 namespace {
@@ -18,6 +21,31 @@ std::vector<std::string> SplitPath(const std::string& path) {
 }
 
 }  // namespace
+
+int KeygenCommand(const std::string& path) {
+  auto key = ClusterKey::Generate();
+  Status st = key.ok() ? WriteClusterKey(path, *key) : key.status();
+  if (!st.ok()) {
+    std::fprintf(stderr, "shardfs: keygen: %s\n", st.message().c_str());
+    return 1;
+  }
+  std::printf(
+      "wrote a new cluster key to %s (mode 0600, fingerprint %s)\n"
+      "Give it to every registry, node, mount and admin of one cluster (--key FILE, or\n"
+      "/etc/shardfs/cluster.key); whoever holds it can join and read everything.\n",
+      path.c_str(), key->Fingerprint().c_str());
+  return 0;
+}
+
+Status UseClusterKey(const std::string& key_flag, bool insecure) {
+  SHARDFS_ASSIGN_OR_RETURN(KeyChoice choice,
+                           ChooseClusterKey(key_flag, insecure, kDefaultKeyPath, false));
+  if (!choice.key) {
+    std::fprintf(stderr, "shardfs: WARNING: %s\n", std::string(kInsecureWarning).c_str());
+  }
+  SetProcessClusterKey(choice.key);
+  return Status::Ok();
+}
 
 ClusterClient::ClusterClient(const std::string& registry_endpoint)
     : registry_(context_, registry_endpoint),

@@ -20,6 +20,15 @@
 
 namespace shardfs {
 
+// `shardfs keygen FILE`: writes a fresh cluster key (mode 0600, never over
+// an existing file) and says what to do with it. Returns the exit code.
+int KeygenCommand(const std::string& path);
+
+// Picks the CLI's cluster key from --key / --insecure / $SHARDFS_KEY /
+// /etc/shardfs/cluster.key and makes it the process's; call before the
+// first ClusterClient. With --insecure it warns on stderr.
+Status UseClusterKey(const std::string& key_flag, bool insecure);
+
 // Used by the CLI's main thread only.
 class ClusterClient {
  public:

@@ -524,6 +524,11 @@ int main(int argc, char** argv) {
   app.add_option("--registry", registry, "registry endpoint, like tcp://10.0.0.5:7400")
       ->envname("SHARDFS_REGISTRY");
   app.add_flag("--json", as_json, "machine-readable output");
+  std::string key;
+  bool insecure = false;
+  app.add_option("--key", key,
+                 "cluster key file (default: $SHARDFS_KEY, else /etc/shardfs/cluster.key)");
+  app.add_flag("--insecure", insecure, "no cluster key: plain, unauthenticated connections");
   app.require_subcommand(1);
 
   auto* status = app.add_subcommand("status", "nodes, their state, space and shards");
@@ -557,13 +562,22 @@ int main(int argc, char** argv) {
   drain->add_flag("--wait", wait, "wait until it is safe to stop the node");
   auto* rebalance =
       app.add_subcommand("rebalance", "even out disk use between nodes now, at the repair rate");
+  auto* keygen = app.add_subcommand(
+      "keygen", "write a new cluster key to FILE (mode 0600; never overwrites a file)");
+  std::string key_file;
+  keygen->add_option("FILE", key_file)->required();
   for (auto* sub : {status, ls, info, fsck, drain, rebalance}) {
     sub->add_flag("--json", as_json, "machine-readable output");
   }
 
   CLI11_PARSE(app, argc, argv);
+  if (*keygen) return KeygenCommand(key_file);
   if (registry.empty()) {
     std::fprintf(stderr, "shardfs: give --registry tcp://HOST:7400 or set SHARDFS_REGISTRY\n");
+    return 2;
+  }
+  if (Status st = UseClusterKey(key, insecure); !st.ok()) {
+    std::fprintf(stderr, "shardfs: %s\n", st.message().c_str());
     return 2;
   }
   ClusterClient client(registry);

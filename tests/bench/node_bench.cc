@@ -42,6 +42,7 @@
 #include "src/node_client.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 namespace {
@@ -169,6 +170,10 @@ int main(int argc, char** argv) {
   if (!base_dir.empty()) setenv("TMPDIR", base_dir.c_str(), 1);
 
   TempDir dir("node-bench");
+  // Measured as run in production, with CURVE: this process's clients and,
+  // through $SHARDFS_KEY (set before any thread exists), the node.
+  TestKey key(dir.Sub("cluster.key"));
+  setenv("SHARDFS_KEY", key.path().c_str(), 1);
   const std::string node_dir = dir.Sub("node");
   const std::string plain_dir = dir.Sub("plain");
   std::filesystem::create_directories(plain_dir);

@@ -51,6 +51,7 @@
 #include "src/namespace_store.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 namespace {
@@ -458,6 +459,10 @@ int main(int argc, char** argv) {
 
   if (!base_dir.empty()) setenv("TMPDIR", base_dir.c_str(), 1);
   TempDir dir("registry-bench");
+  // Measured as run in production, with CURVE: this process's clients and,
+  // through $SHARDFS_KEY (set before any thread exists), every registry.
+  TestKey key(dir.Sub("cluster.key"));
+  setenv("SHARDFS_KEY", key.path().c_str(), 1);
   zmq::context_t ctx;
   if (!skip_throughput) {
     RegistryProcess p(registry, dir.Sub("meta-throughput"), dir.Sub("registry.log"));

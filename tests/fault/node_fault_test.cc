@@ -39,6 +39,7 @@
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
 #include "tests/test_data.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 namespace {
@@ -142,7 +143,9 @@ class NodeFaultTest : public ::testing::Test {
               "--cluster",
               "node-fault-" + std::to_string(getpid()),
               "--beacon-port",
-              std::to_string(FreeUdpPort())};
+              std::to_string(FreeUdpPort()),
+              "--key",
+              key_.path()};
     o.argv.insert(o.argv.end(), extra_args.begin(), extra_args.end());
     o.log_path = dir_.Sub(log_name);
     auto p = DaemonProcess::Start(o);
@@ -158,6 +161,7 @@ class NodeFaultTest : public ::testing::Test {
   }
 
   TempDir dir_{"node-fault"};
+  TestKey key_{dir_.Sub("cluster.key")};  // the node's and this process's
   zmq::context_t context_;
   TmpfsMount mount_;
   DaemonProcess node_;
@@ -715,6 +719,7 @@ TEST_F(NodeFaultTest, GarbageNeitherKillsNorStallsTheNode) {
         if (!socket || n % 200 == 0) {
           socket = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
           socket->set(zmq::sockopt::linger, 0);
+          if (!SecureClientSocket(context_, *socket).ok()) fail("cannot set the cluster key");
           socket->connect(ep);
         }
         const uint64_t id = 1 + (static_cast<uint64_t>(t) << 32) + n;
@@ -743,6 +748,7 @@ TEST_F(NodeFaultTest, GarbageNeitherKillsNorStallsTheNode) {
       if (t == 0) {
         zmq::socket_t big(context_, zmq::socket_type::dealer);
         big.set(zmq::sockopt::linger, 0);
+        if (!SecureClientSocket(context_, big).ok()) fail("cannot set the cluster key");
         big.connect(ep);
         std::string header =
             EncodeHeader(MessageType::kPutShard, 77,

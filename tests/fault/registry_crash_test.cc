@@ -49,6 +49,7 @@
 #include "src/registry_link.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 namespace {
@@ -118,6 +119,8 @@ class Registry {
               "3600",
               "--log-level",
               "warn"};
+    // No --key: the registry makes META/cluster.key on its first start and
+    // keeps it across the restarts; Key() loads it for the test's clients.
     o.log_path = log_;
     auto p = DaemonProcess::Start(o);
     if (!p.ok()) return p.status();
@@ -594,6 +597,16 @@ TEST(RegistryCrashTest, KillNineDuringTenThousandOperationsLosesNothingAcknowled
   const std::string meta = dir.Sub("meta");
   Registry registry(meta, dir.Sub("registry.log"), port, beacon_port);
   ASSERT_TRUE(registry.Start().ok());
+  std::optional<ClusterKey> key;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto k = LoadClusterKey(meta + "/cluster.key");
+        if (k.ok()) key = *k;
+        return k.ok();
+      },
+      20s))
+      << registry.ReadLog();
+  SetProcessClusterKey(key);
   zmq::context_t ctx;
   ASSERT_TRUE(WaitForAnswer(ctx, registry.endpoint(), 20s)) << registry.ReadLog();
 

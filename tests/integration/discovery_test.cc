@@ -18,6 +18,7 @@
 #include "src/rpc_channel.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 namespace {
@@ -65,7 +66,9 @@ class DiscoveryTest : public ::testing::Test {
               "--down-after",
               std::to_string(std::chrono::duration<double>(kDownAfter).count()),
               "--log-level",
-              "debug"};
+              "debug",
+              "--key",
+              key_.path()};
     o.log_path = dir_.Sub(log);
     auto p = DaemonProcess::Start(o);
     ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -100,6 +103,7 @@ class DiscoveryTest : public ::testing::Test {
   }
 
   TempDir dir_{"discovery"};
+  TestKey key_{dir_.Sub("cluster.key")};  // the registry's and this process's
   zmq::context_t ctx_;
   std::string cluster_;
   uint16_t port_ = 0;
@@ -209,6 +213,7 @@ TEST_F(DiscoveryTest, BadMessagesGetErrorRepliesAndTheRegistryKeepsServing) {
   zmq::socket_t raw(ctx_, zmq::socket_type::dealer);
   raw.set(zmq::sockopt::rcvtimeo, 2000);
   raw.set(zmq::sockopt::linger, 0);
+  ASSERT_TRUE(SecureClientSocket(ctx_, raw).ok());
   raw.connect(Endpoint());
   for (const std::string& junk :
        {std::string("garbage"), std::string("\x94\x01\xcc\xc8\x01\x80", 6) /* version 1, type 200,

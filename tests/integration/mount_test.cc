@@ -359,7 +359,7 @@ TEST_F(MountTest, MountHelperMountsInTheBackground) {
   ::mkdir(dir.c_str(), 0755);
   std::string out;
   ASSERT_EQ(Sh(BuildPath("fuse/mount.shardfs") + " " + cluster_->registry_endpoint() + " " + dir +
-                   " -o rw,_netdev,attr_timeout=2",
+                   " -o rw,_netdev,attr_timeout=2,key=" + cluster_->key_path(),
                &out),
             0)
       << out;
@@ -370,7 +370,7 @@ TEST_F(MountTest, MountHelperMountsInTheBackground) {
   EXPECT_FALSE(IsMounted(dir));
   // An unknown option is refused with a message, not ignored.
   EXPECT_NE(Sh(BuildPath("fuse/mount.shardfs") + " " + cluster_->registry_endpoint() + " " + dir +
-                   " -o bogus",
+                   " -o bogus,key=" + cluster_->key_path(),
                &out),
             0);
   EXPECT_NE(out.find("unknown mount option"), std::string::npos) << out;

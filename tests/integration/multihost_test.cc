@@ -20,6 +20,7 @@
 
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 namespace {
@@ -145,16 +146,19 @@ class MultiHostTest : public ::testing::Test {
                                      "--down-after",
                                      "2",
                                      "--log-level",
-                                     "debug"};
+                                     "debug",
+                                     "--key",
+                                     key_.path()};
     if (!beacon.empty()) argv.insert(argv.end(), {"--beacon", beacon});
     return StartIn("a", argv, "registry");
   }
 
   DaemonProcess* StartLink(const std::string& ns, const std::string& id) {
-    return StartIn(ns,
-                   {BuildPath("tests/integration/registry_link_probe"), "link", "--cluster",
-                    cluster_, "--node-id", id, "--endpoint", "tcp://0.0.0.0:7401"},
-                   "link-" + ns);
+    return StartIn(
+        ns,
+        {BuildPath("tests/integration/registry_link_probe"), "link", "--cluster", cluster_,
+         "--node-id", id, "--endpoint", "tcp://0.0.0.0:7401", "--key", key_.path()},
+        "link-" + ns);
   }
 
   // Runs the map probe in `ns` until the map has `up` up and `down` down
@@ -163,8 +167,8 @@ class MultiHostTest : public ::testing::Test {
     std::string out = dir_.Sub("map-" + ns + "-" + std::to_string(up) + std::to_string(down));
     int rc = RunCommand(
         {"ip", "netns", "exec", Ns(ns), BuildPath("tests/integration/registry_link_probe"), "map",
-         "--cluster", cluster_, "--expect-up", std::to_string(up), "--expect-down",
-         std::to_string(down), "--timeout", "15", "--out", out},
+         "--cluster", cluster_, "--key", key_.path(), "--expect-up", std::to_string(up),
+         "--expect-down", std::to_string(down), "--timeout", "15", "--out", out},
         Log("map-" + ns));
     EXPECT_EQ(rc, 0) << ReadFile(Log("map-" + ns)) << "\nregistry:\n" << ReadFile(Log("registry"));
     if (rc != 0) return nullptr;
@@ -180,6 +184,8 @@ class MultiHostTest : public ::testing::Test {
   }
 
   TempDir dir_{"multihost"};
+  // Only a file: the probes and the registry are processes of their own.
+  TestKey key_{dir_.Sub("cluster.key"), TestKey::Scope::kFileOnly};
   std::string prefix_;
   std::string cluster_ = "mh-" + std::to_string(getpid());
   std::vector<std::string> created_;

@@ -30,6 +30,7 @@
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
 #include "tests/test_data.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 namespace {
@@ -80,7 +81,9 @@ class NodeTest : public ::testing::Test {
               "--cluster",
               "node-test-" + std::to_string(getpid()),
               "--beacon-port",
-              std::to_string(FreeUdpPort())};
+              std::to_string(FreeUdpPort()),
+              "--key",
+              key_.path()};
     o.log_path = dir_.Sub(log_name);
     auto p = DaemonProcess::Start(o);
     ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -95,6 +98,7 @@ class NodeTest : public ::testing::Test {
   }
 
   TempDir dir_{"node-test"};
+  TestKey key_{dir_.Sub("cluster.key")};  // the nodes' and this process's
   zmq::context_t context_;
 };
 

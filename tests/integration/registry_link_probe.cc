@@ -24,6 +24,7 @@
 #include "src/beacon_listener.h"
 #include "src/cluster_map_subscriber.h"
 #include "src/registry_link.h"
+#include "src/socket_security.h"
 #include "src/termination_signal.h"
 
 namespace shardfs {
@@ -31,6 +32,7 @@ namespace {
 
 struct Flags {
   std::string registry;
+  std::string key;  // cluster key file, as --key of the daemons
   std::string cluster = "shardfs";
   uint16_t beacon_port = kDefaultBeaconPort;
   // link
@@ -154,6 +156,7 @@ int main(int argc, char** argv) {
     sub->add_option("--registry", f.registry, "registry endpoint (default: beacon)");
     sub->add_option("--cluster", f.cluster);
     sub->add_option("--beacon-port", f.beacon_port);
+    sub->add_option("--key", f.key, "cluster key file")->required();
   }
   CLI::App* link = app.get_subcommand("link");
   link->add_option("--node-id", f.node_id)->required();
@@ -169,6 +172,12 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("probe"));
   spdlog::set_level(spdlog::level::debug);
   BlockTerminationSignals();
+  auto key = LoadClusterKey(f.key);
+  if (!key.ok()) {
+    spdlog::error("{}", key.status().ToString());
+    return 2;
+  }
+  SetProcessClusterKey(*key);
   if (link->parsed()) return RunLink(f);
   return RunMap(f);
 }

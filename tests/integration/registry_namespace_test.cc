@@ -37,6 +37,7 @@
 #include "src/registry_link.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 namespace {
@@ -154,7 +155,9 @@ class RegistryNamespaceTest : public ::testing::Test {
               "--gc-grace",
               "3600",
               "--log-level",
-              "warn"};
+              "warn",
+              "--key",
+              key_.path()};
     o.log_path = dir_.Sub("registry.log");
     auto p = DaemonProcess::Start(o);
     ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -213,6 +216,7 @@ class RegistryNamespaceTest : public ::testing::Test {
   }
 
   TempDir dir_{"registry-ns"};
+  TestKey key_{dir_.Sub("cluster.key")};  // the registry's and this process's
   zmq::context_t ctx_;
   uint16_t port_ = 0;
   uint16_t beacon_port_ = 0;
@@ -1091,6 +1095,9 @@ class RawPeer {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::rcvtimeo, 5000);
     socket_.set(zmq::sockopt::sndtimeo, 5000);
+    // Hostile input, but from a member: the checks under test sit behind
+    // the handshake.
+    if (Status st = SecureClientSocket(ctx, socket_); !st.ok()) ADD_FAILURE() << st.ToString();
     socket_.connect(endpoint);
   }
 

@@ -6,7 +6,9 @@
 // started in their destructors (a mount is unmounted with fusermount3 -u, or
 // lazily if it is busy), so a failing test leaves nothing behind. The
 // registry's beacon goes to loopback on a port of its own, so tests never
-// hear each other's clusters.
+// hear each other's clusters. The cluster runs with a fresh cluster key in
+// its directory (CURVE on every connection, as in production), which the
+// CLI and mounts made here get too; Options::insecure runs it without one.
 #pragma once
 
 #include <sys/stat.h>
@@ -20,6 +22,7 @@
 
 #include "tests/integration/daemon_process.h"
 #include "tests/temp_dir.h"
+#include "tests/test_key.h"
 
 namespace shardfs {
 
@@ -59,9 +62,14 @@ class TestCluster {
     double gc_grace = 30.0;
     std::vector<std::string> registry_args = {};  // appended to the registry's flags
     std::vector<std::string> node_args = {};      // appended to every node's flags
+    bool insecure = false;                        // no cluster key anywhere (--insecure)
   };
 
-  explicit TestCluster(Options options) : options_(options), dir_("shardfs-cluster") {
+  explicit TestCluster(Options options)
+      : options_(options),
+        dir_("shardfs-cluster"),
+        // Only the file: the test process's own key is the test's business.
+        key_(dir_.Sub("cluster.key"), TestKey::Scope::kFileOnly) {
     port_ = FreeTcpPortPair();
     beacon_port_ = FreeUdpPort();
     registry_endpoint_ = "tcp://127.0.0.1:" + std::to_string(port_);
@@ -99,6 +107,7 @@ class TestCluster {
               std::to_string(options_.down_after),
               "--gc-grace",
               std::to_string(options_.gc_grace)};
+    AddKeyFlags(o.argv);
     o.argv.insert(o.argv.end(), options_.registry_args.begin(), options_.registry_args.end());
     o.log_path = dir_.path() + "/registry.log";
     SHARDFS_ASSIGN_OR_RETURN(registry_, DaemonProcess::Start(o));
@@ -114,6 +123,7 @@ class TestCluster {
               "tcp://127.0.0.1:" + std::to_string(node_ports_[i]),
               "--registry",
               registry_endpoint_};
+    AddKeyFlags(o.argv);
     o.argv.insert(o.argv.end(), options_.node_args.begin(), options_.node_args.end());
     o.log_path = dir_.path() + "/node" + std::to_string(i) + ".log";
     SHARDFS_ASSIGN_OR_RETURN(nodes_[i], DaemonProcess::Start(o));
@@ -140,10 +150,27 @@ class TestCluster {
     return up;
   }
 
-  // The `shardfs` CLI command line with this cluster's registry.
+  // The `shardfs` CLI command line with this cluster's registry and key.
   std::string Cli(const std::string& args) const {
-    return BuildPath("src/shardfs") + " --registry " + registry_endpoint_ + " " + args;
+    return BuildPath("src/shardfs") + " --registry " + registry_endpoint_ + " " + KeyFlags() + " " +
+           args;
   }
+
+  // The cluster's key flags: "--key FILE", or "--insecure".
+  std::string KeyFlags() const {
+    return options_.insecure ? std::string("--insecure") : "--key " + key_.path();
+  }
+  void AddKeyFlags(std::vector<std::string>& argv) const {
+    if (options_.insecure) {
+      argv.push_back("--insecure");
+    } else {
+      argv.push_back("--key");
+      argv.push_back(key_.path());
+    }
+  }
+  // The key file (also written for an insecure cluster, unused there).
+  const std::string& key_path() const { return key_.path(); }
+  bool insecure() const { return options_.insecure; }
 
   DaemonProcess& registry() { return registry_; }
   DaemonProcess& node(int i) { return nodes_[i]; }
@@ -161,6 +188,7 @@ class TestCluster {
  private:
   Options options_;
   TempDir dir_;
+  TestKey key_;
   uint16_t port_ = 0;
   uint16_t beacon_port_ = 0;
   std::string registry_endpoint_;
@@ -182,6 +210,7 @@ class TestMount {
     DaemonProcess::Options o;
     o.argv = {BuildPath("fuse/shardfs-mount"), "-f", "--registry", cluster_.registry_endpoint(),
               mountpoint_};
+    if (with_cluster_key_) cluster_.AddKeyFlags(o.argv);
     o.argv.insert(o.argv.end(), extra_.begin(), extra_.end());
     o.log_path = mountpoint_ + ".log";
     SHARDFS_ASSIGN_OR_RETURN(process_, DaemonProcess::Start(o));
@@ -201,11 +230,14 @@ class TestMount {
   const std::string& path() const { return mountpoint_; }
   std::string Log() const { return process_.ReadLog(); }
   DaemonProcess& process() { return process_; }
+  // Leaves out the cluster's key flags, so `extra` can give other ones.
+  void WithoutClusterKey() { with_cluster_key_ = false; }
 
  private:
   TestCluster& cluster_;
   std::string mountpoint_;
   std::vector<std::string> extra_;
+  bool with_cluster_key_ = true;
   DaemonProcess process_;
 };
 
