@@ -81,7 +81,9 @@ uint32_t CreateMode(fuse_req_t req, mode_t mode) {
 ShardFs::ShardFs(const MountOptions& options, std::string registry_endpoint)
     : options_(options),
       registry_endpoint_(std::move(registry_endpoint)),
-      latency_(std::chrono::milliseconds(20), std::chrono::milliseconds(2000)) {}
+      latency_(std::chrono::milliseconds(20), std::chrono::milliseconds(2000)),
+      xattr_absent_(std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::duration<double>(options.attr_timeout))) {}
 
 void ShardFs::Start() {
   context_.emplace();
@@ -92,9 +94,20 @@ void ShardFs::Start() {
   data_path_.nodes = &*nodes_;
   data_path_.directory = &directory_;
   data_path_.latency = &latency_;
+  // Separate pools, so fetches for readers never queue behind slow stores.
+  // Each file keeps at most a few shards in flight, so a few threads serve
+  // many files.
+  stores_.emplace(4, "shardfs-store");
+  fetches_.emplace(4, "shardfs-fetch");
+  data_path_.stores = &*stores_;
+  data_path_.fetches = &*fetches_;
+  data_path_.read_ahead = &read_ahead_;
 }
 
 ShardFs::~ShardFs() {
+  // The pools finish their tasks while the clients those use still exist.
+  stores_.reset();
+  fetches_.reset();
   // Clients close their sockets before the context is terminated.
   nodes_.reset();
   ns_.reset();
@@ -180,7 +193,20 @@ void ShardFs::Init(fuse_conn_info* conn) {
 }
 
 void ShardFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  spdlog::debug("lookup {} in {}", name, parent);
   auto attrs = ns_->Lookup(parent, name);
+  if (!attrs.ok() && attrs.status().code() == ErrorCode::kNotFound && options_.entry_timeout > 0) {
+    // A negative entry: the kernel remembers the name is missing for the
+    // entry timeout, as it remembers names that exist, so tools probing for
+    // files (build tools, PATH and import searches) do not ask each time.
+    // Names made through this mount replace it at once; names made by other
+    // mounts show within the entry timeout, as renames already do.
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof(e));
+    e.ino = 0;
+    e.entry_timeout = options_.entry_timeout;
+    return (void)fuse_reply_entry(req, &e);
+  }
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   if (auto f = FindOpenFile(attrs->ino); f && f->dirty()) attrs->size = f->attrs().size;
   ReplyEntry(req, *attrs);
@@ -258,6 +284,9 @@ void ShardFs::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
   r.replication_goal = options_.replicas;
   auto attrs = r.type == FileType::kDirectory ? ns_->Mkdir(r) : ns_->Mknod(r);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  // A new inode has no xattrs: the kernel's security.capability check
+  // before the first write needs no round trip.
+  xattr_absent_.NoteNoXattrs(attrs->ino);
   ReplyEntry(req, *attrs);
 }
 
@@ -370,6 +399,7 @@ void ShardFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   r.replication_goal = options_.replicas;
   auto attrs = ns_->Mknod(r);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  xattr_absent_.NoteNoXattrs(attrs->ino);
   auto opened = ns_->Open(attrs->ino);
   if (!opened.ok()) return ReplyStatus(req, opened.status());
   Status st = OpenHandle(attrs->ino, fi, &*opened);
@@ -549,7 +579,11 @@ void ShardFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   uint32_t wire = 0;
   if (flags & XATTR_CREATE) wire |= kXattrCreate;
   if (flags & XATTR_REPLACE) wire |= kXattrReplace;
-  ReplyStatus(req, ns_->SetXattr(ino, name, std::string(value, size), wire));
+  // Before and after: an ENODATA answer crossing the change is not kept.
+  xattr_absent_.Invalidate(ino);
+  Status st = ns_->SetXattr(ino, name, std::string(value, size), wire);
+  xattr_absent_.Invalidate(ino);
+  ReplyStatus(req, st);
 }
 
 void ShardFs::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -558,8 +592,15 @@ void ShardFs::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
     auto attrs = ns_->GetAttr(ino);
     if (!attrs.ok()) return ReplyStatus(req, attrs.status());
     value = std::to_string(attrs->replication_goal);
+  } else if (xattr_absent_.KnownAbsent(ino, name)) {
+    return (void)fuse_reply_err(req, ENODATA);
   } else {
+    const uint64_t version = xattr_absent_.Version();
+    spdlog::debug("getxattr {} of inode {}: asking the registry", name, ino);
     value = ns_->GetXattr(ino, name);
+    if (!value.ok() && value.status().code() == ErrorCode::kNoData) {
+      xattr_absent_.NoteAbsent(ino, name, version);
+    }
   }
   if (!value.ok()) return ReplyStatus(req, value.status());
   if (size == 0) return (void)fuse_reply_xattr(req, value->size());
@@ -582,7 +623,10 @@ void ShardFs::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void ShardFs::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (ReadOnlyReject(req)) return;
-  ReplyStatus(req, ns_->RemoveXattr(ino, name));
+  xattr_absent_.Invalidate(ino);
+  Status st = ns_->RemoveXattr(ino, name);
+  xattr_absent_.Invalidate(ino);
+  ReplyStatus(req, st);
 }
 
 const fuse_lowlevel_ops* ShardFs::Operations() {

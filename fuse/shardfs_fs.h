@@ -23,11 +23,16 @@
 #include "src/node_client.h"
 #include "src/node_directory.h"
 #include "src/open_file.h"
+#include "src/read_ahead_budget.h"
+#include "src/task_pool.h"
+#include "src/xattr_negative_cache.h"
 
 namespace shardfs {
 
 // Created by main before the session starts; its methods run on libfuse's
-// worker threads and are thread-safe.
+// worker threads and are thread-safe. The open files' background work
+// (write-behind stores, read-ahead fetches) runs on two small pools owned
+// here, which finish their tasks before the clients are destroyed.
 class ShardFs {
  public:
   ShardFs(const MountOptions& options, std::string registry_endpoint);
@@ -100,7 +105,15 @@ class ShardFs {
   std::optional<NodeClient> nodes_;
   NodeDirectory directory_;
   LatencyTracker latency_;
+  // Bytes all open files may hold fetched ahead of readers; declared before
+  // open_files_ so it outlives every OpenFile.
+  ReadAheadBudget read_ahead_{64ull << 20};
+  // Background work of the open files (write-behind, read-ahead), from
+  // Start() on; destroyed before the clients their tasks use.
+  std::optional<TaskPool> stores_;
+  std::optional<TaskPool> fetches_;
   DataPath data_path_;
+  XattrNegativeCache xattr_absent_;
 
   struct OpenInode {
     std::shared_ptr<OpenFile> file;

@@ -128,12 +128,17 @@ Status OpenFile::LoadLocked() {
   }
   attrs_ = attrs;
   table_ = std::move(table);
+  // Fetched bytes belong to the old table; the generation check would skip
+  // them, dropping them frees their memory now.
+  DropReadAhead();
   return Status::Ok();
 }
 
 Status OpenFile::Refresh() {
   std::unique_lock<std::shared_mutex> lock(mu_);
-  if (!dirty_.empty() || !stored_.empty() || size_changed_) return Status::Ok();
+  if (!dirty_.empty() || !stored_.empty() || !storing_.empty() || size_changed_) {
+    return Status::Ok();
+  }
   return LoadLocked();
 }
 
@@ -144,13 +149,26 @@ InodeAttrs OpenFile::attrs() const {
 
 bool OpenFile::dirty() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  return !dirty_.empty() || !stored_.empty() || size_changed_;
+  return !dirty_.empty() || !stored_.empty() || !storing_.empty() || !store_error_.ok() ||
+         size_changed_;
 }
 
 Status OpenFile::ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out) {
   std::memset(out.data(), 0, out.size());
+  // A completed shard still on its way to the nodes: it is all here, and
+  // newer than what the table names.
+  if (auto s = storing_.find(index); s != storing_.end()) {
+    const std::string& data = *s->second;
+    if (offset < data.size()) {
+      std::memcpy(out.data(), data.data() + offset,
+                  std::min<uint64_t>(out.size(), data.size() - offset));
+    }
+    if (auto d = dirty_.find(index); d != dirty_.end()) d->second.Overlay(offset, out);
+    return Status::Ok();
+  }
   auto it = table_.find(index);
-  if (it != table_.end() && offset < it->second.length) {
+  if (it != table_.end() && offset < it->second.length &&
+      !ReadFromPrefetch(it->second, offset, out)) {
     const ShardEntry& entry = it->second;
     uint64_t want = std::min<uint64_t>(out.size(), entry.length - offset);
     // The replicas whose endpoint is known, with their node ids alongside,
@@ -219,6 +237,8 @@ Result<std::string> OpenFile::Read(uint64_t offset, uint64_t length) {
     std::shared_lock<std::shared_mutex> lock(mu_);
     if (offset >= attrs_.size) return std::string();
     length = std::min(length, attrs_.size - offset);
+    // Before this read's own transfers, so the next shards travel meanwhile.
+    ReadAheadLocked(offset, length);
     std::string out(length, '\0');
     const uint64_t shard_size = ShardSize();
     uint64_t done = 0;
@@ -240,11 +260,15 @@ Result<std::string> OpenFile::Read(uint64_t offset, uint64_t length) {
 }
 
 Status OpenFile::Write(uint64_t offset, std::string_view data) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  Lock lock(mu_);
+  // A background store failed since the last write or flush: this write
+  // fails with it (and buffers nothing), so the writer learns of it.
+  SHARDFS_RETURN_IF_ERROR(TakeStoreErrorLocked());
   const uint64_t shard_size = ShardSize();
   if ((offset + data.size()) / shard_size > UINT32_MAX) {
     return Status::Error(ErrorCode::kTooLarge, "write past the largest file size");
   }
+  DropReadAhead();
   uint64_t done = 0;
   std::vector<uint32_t> complete;
   while (done < data.size()) {
@@ -265,19 +289,86 @@ Status OpenFile::Write(uint64_t offset, std::string_view data) {
   }
   // A full shard will not change again in a sequential write: store it now,
   // so memory stays bounded and the nodes work while the writer goes on.
-  for (uint32_t index : complete) SHARDFS_RETURN_IF_ERROR(StoreShardLocked(index, false));
-  if (dirty_bytes_ > dp_.max_dirty_bytes) SHARDFS_RETURN_IF_ERROR(StoreAllLocked(false));
+  for (uint32_t index : complete) SHARDFS_RETURN_IF_ERROR(StoreCompleteLocked(lock, index));
+  if (dirty_bytes_ > dp_.max_dirty_bytes) SHARDFS_RETURN_IF_ERROR(StoreAllLocked(lock, false));
   return Status::Ok();
 }
 
-Status OpenFile::StoreAllLocked(bool sync) {
+Status OpenFile::StoreAllLocked(Lock& lock, bool sync) {
   while (!dirty_.empty()) {
-    SHARDFS_RETURN_IF_ERROR(StoreShardLocked(dirty_.begin()->first, sync));
+    SHARDFS_RETURN_IF_ERROR(StoreShardLocked(lock, dirty_.begin()->first, sync));
   }
   return Status::Ok();
 }
 
-Status OpenFile::StoreFullLocked(uint32_t index, std::string data, bool sync) {
+void OpenFile::WaitForStoresLocked(Lock& lock) {
+  store_done_.wait(lock, [&] { return storing_.empty(); });
+}
+
+Status OpenFile::TakeStoreErrorLocked() {
+  return std::exchange(store_error_, Status::Ok());
+}
+
+Status OpenFile::StoreCompleteLocked(Lock& lock, uint32_t index) {
+  if (dp_.stores == nullptr) return StoreShardLocked(lock, index, false);
+  // One store per shard at a time (the later must win), and a few per file:
+  // past that the writer waits, which bounds the memory a writer can fill.
+  const size_t limit = std::max<size_t>(1, dp_.max_stores_in_flight);
+  store_done_.wait(lock, [&] { return !storing_.contains(index) && storing_.size() < limit; });
+  // The lock was free meanwhile: a flush may have stored the shard already.
+  auto d = dirty_.find(index);
+  if (d == dirty_.end()) return Status::Ok();
+  const uint64_t shard_size = ShardSize();
+  const uint64_t shard_start = static_cast<uint64_t>(index) * shard_size;
+  DirtyRanges& ranges = d->second;
+  if (attrs_.size < shard_start + shard_size || !ranges.Covers(shard_size) ||
+      ranges.ranges().size() != 1) {
+    return StoreShardLocked(lock, index, false);
+  }
+  std::string bytes = std::move(ranges.mutable_ranges().begin()->second);
+  dirty_bytes_ -= ranges.bytes();
+  dirty_.erase(d);
+  bytes.resize(shard_size);
+  auto data = std::make_shared<const std::string>(std::move(bytes));
+  storing_[index] = data;
+  dp_.stores->Submit([self = shared_from_this(), index, data = std::move(data)]() mutable {
+    self->BackgroundStore(index, std::move(data));
+  });
+  return Status::Ok();
+}
+
+void OpenFile::BackgroundStore(uint32_t index, std::shared_ptr<const std::string> data) {
+  // The network part runs unlocked: readers and the writer go on meanwhile.
+  Result<ShardEntry> stored = PutFull(index, *data, false);
+  Lock lock(mu_);
+  storing_.erase(index);
+  if (stored.ok()) {
+    RecordStoredLocked(std::move(*stored), false);
+  } else {
+    spdlog::warn("storing shard {} of inode {} in the background failed: {}", index, ino_,
+                 stored.status().ToString());
+    if (store_error_.ok()) {
+      store_error_ =
+          Status::Error(ErrorCode::kIoError, "storing shard " + std::to_string(index) +
+                                                 " failed: " + stored.status().ToString());
+    }
+    // Nothing the writer was told is written may vanish: the bytes become
+    // dirty again, under any newer writes, for a later flush to store.
+    DirtyRanges back;
+    back.Write(0, *data);
+    uint64_t newer_bytes = 0;
+    if (auto d = dirty_.find(index); d != dirty_.end()) {
+      newer_bytes = d->second.bytes();
+      for (const auto& [start, bytes] : d->second.ranges()) back.Write(start, bytes);
+    }
+    dirty_bytes_ += back.bytes() - newer_bytes;
+    dirty_[index] = std::move(back);
+  }
+  lock.unlock();
+  store_done_.notify_all();
+}
+
+Result<ShardEntry> OpenFile::PutFull(uint32_t index, std::string_view data, bool sync) {
   SHARDFS_ASSIGN_OR_RETURN(AllocateShardsReply alloc,
                            dp_.ns->AllocateShards(AllocateShardsRequest{ino_, {index}}));
   if (alloc.placements.size() != 1 || alloc.placements[0].index != index) {
@@ -318,13 +409,25 @@ Status OpenFile::StoreFullLocked(uint32_t index, std::string data, bool sync) {
                                                       " of " + std::to_string(alloc.min_replicas) +
                                                       " required nodes: " + last.ToString());
   }
-  if (!sync) unsynced_[KeyOf(ino_, entry)] = entry.replicas;
-  table_[index] = entry;
-  stored_[index] = std::move(entry);
+  return entry;
+}
+
+Status OpenFile::StoreFullLocked(uint32_t index, std::string data, bool sync) {
+  SHARDFS_ASSIGN_OR_RETURN(ShardEntry entry, PutFull(index, data, sync));
+  RecordStoredLocked(std::move(entry), sync);
   return Status::Ok();
 }
 
-Status OpenFile::StoreShardLocked(uint32_t index, bool sync) {
+void OpenFile::RecordStoredLocked(ShardEntry entry, bool sync) {
+  if (!sync) unsynced_[KeyOf(ino_, entry)] = entry.replicas;
+  table_[entry.index] = entry;
+  stored_[entry.index] = std::move(entry);
+}
+
+Status OpenFile::StoreShardLocked(Lock& lock, uint32_t index, bool sync) {
+  // A store of this shard in flight must land first: this one builds on it
+  // (as the base of a patch) and must replace it in the table.
+  store_done_.wait(lock, [&] { return !storing_.contains(index); });
   auto d = dirty_.find(index);
   if (d == dirty_.end()) return Status::Ok();
   const uint64_t shard_size = ShardSize();
@@ -407,9 +510,7 @@ Status OpenFile::StoreShardLocked(uint32_t index, bool sync) {
     entry.replicas.push_back(ids[i]);
   }
   if (entry.replicas.size() >= alloc.min_replicas) {
-    if (!sync) unsynced_[KeyOf(ino_, entry)] = entry.replicas;
-    table_[index] = entry;
-    stored_[index] = std::move(entry);
+    RecordStoredLocked(std::move(entry), sync);
     return Status::Ok();
   }
   // Too few holders of the old generation answered: rebuild the whole shard
@@ -473,15 +574,156 @@ Status OpenFile::SyncStoredLocked() {
   return Status::Ok();
 }
 
+// ---- Read-ahead ----
+
+void OpenFile::ReadAheadLocked(uint64_t offset, uint64_t length) {
+  if (dp_.fetches == nullptr || dp_.read_ahead == nullptr || dp_.read_ahead_shards == 0) return;
+  const uint64_t shard_size = ShardSize();
+  std::lock_guard<std::mutex> ra_lock(ra_mu_);
+  // Sequential means starting where a recent read ended. The kernel's own
+  // read-ahead sends a few adjacent reads at once and worker threads may
+  // take them out of order, hence several recent ends; a random reader
+  // practically never lands exactly on one.
+  const bool adjacent =
+      std::find(recent_ends_.begin(), recent_ends_.end(), offset) != recent_ends_.end();
+  sequential_streak_ = adjacent ? sequential_streak_ + 1 : 0;
+  recent_ends_[next_end_++ % recent_ends_.size()] = offset + length;
+  if (sequential_streak_ < 2) return;
+
+  // Shards behind the reader are done with.
+  const uint32_t first = static_cast<uint32_t>(offset / shard_size);
+  ra_.erase(ra_.begin(), ra_.lower_bound(first));
+  const uint32_t last = static_cast<uint32_t>((offset + length - 1) / shard_size);
+  for (uint64_t i = uint64_t{last} + 1;
+       i <= uint64_t{last} + dp_.read_ahead_shards && i * shard_size < attrs_.size; ++i) {
+    const uint32_t index = static_cast<uint32_t>(i);
+    if (ra_.contains(index)) continue;
+    // Bytes this client holds itself need no fetching; a hole has none.
+    if (storing_.contains(index) || dirty_.contains(index)) continue;
+    auto it = table_.find(index);
+    if (it == table_.end() || it->second.length == 0) continue;
+    const ShardEntry& entry = it->second;
+    auto grant = dp_.read_ahead->TryReserve(entry.length);
+    if (!grant) return;  // the client holds enough read-ahead already
+    std::vector<std::string> ids;
+    std::vector<std::string> endpoints;
+    for (const auto& id : entry.replicas) {
+      if (auto ep = dp_.directory->Endpoint(id)) {
+        ids.push_back(id);
+        endpoints.push_back(*ep);
+      }
+    }
+    if (endpoints.empty()) continue;
+    auto prefetch = std::make_shared<Prefetch>();
+    prefetch->key = KeyOf(ino_, entry);
+    prefetch->checksum = entry.checksum;
+    prefetch->grant = std::move(*grant);
+    ra_[index] = prefetch;
+    spdlog::debug("fetching {} for a sequential reader", prefetch->key.ToString());
+    dp_.fetches->Submit([self = shared_from_this(), prefetch, ids = std::move(ids),
+                         endpoints = std::move(endpoints), length = entry.length]() mutable {
+      self->RunPrefetch(std::move(prefetch), std::move(ids), std::move(endpoints), length);
+    });
+  }
+}
+
+std::chrono::milliseconds OpenFile::PrefetchPatience(uint64_t length) const {
+  // A whole shard takes longer than the reads the hedge delay was learnt
+  // from: scale it, so a healthy replica is not asked twice; but never past
+  // the longest hedge delay.
+  const auto scaled =
+      dp_.latency->HedgeDelay() * static_cast<int>(std::max<uint64_t>(1, length >> 20));
+  return std::min(scaled, std::chrono::milliseconds(2000));
+}
+
+void OpenFile::RunPrefetch(std::shared_ptr<Prefetch> prefetch, std::vector<std::string> ids,
+                           std::vector<std::string> endpoints, uint64_t length) {
+  const auto hedge = PrefetchPatience(length);
+  std::vector<std::pair<size_t, Status>> failures;
+  auto read = dp_.nodes->GetFromAny(endpoints, prefetch->key, 0, length, hedge, &failures);
+  for (const auto& [replica, status] : failures) {
+    spdlog::warn("replica {} of {}: {}", endpoints[replica], prefetch->key.ToString(),
+                 status.ToString());
+    if (status.code() == ErrorCode::kCorrupt) NoteBadReplica(ids[replica], prefetch->key, status);
+  }
+  Status st;
+  if (!read.ok()) {
+    st = read.status();
+  } else if (read->bytes.size() != length) {
+    st = Status::Error(ErrorCode::kIoError, "short read-ahead of " + prefetch->key.ToString());
+  } else if (ShardChecksum(std::span<const uint8_t>(
+                 reinterpret_cast<const uint8_t*>(read->bytes.data()), read->bytes.size())) !=
+             prefetch->checksum) {
+    // The node checked its blocks; this is the end-to-end check against the
+    // table, which costs little with the whole shard at hand.
+    st = Status::Error(ErrorCode::kCorrupt,
+                       "read-ahead of " + prefetch->key.ToString() + " fails the table's checksum");
+  }
+  // Not reported as a bad replica: the reader that needs these bytes reads
+  // them from the nodes, and reports what it finds.
+  if (!st.ok()) spdlog::warn("read-ahead: {}", st.ToString());
+  {
+    std::lock_guard<std::mutex> ra_lock(ra_mu_);
+    prefetch->done = true;
+    prefetch->status = st;
+    if (st.ok()) {
+      prefetch->bytes = std::move(read->bytes);
+    } else {
+      // Readers go to the nodes themselves, with their own retries.
+      auto it = ra_.find(prefetch->key.index);
+      if (it != ra_.end() && it->second == prefetch) ra_.erase(it);
+    }
+  }
+  ra_done_.notify_all();
+  SendBadReplicaReports();
+}
+
+bool OpenFile::ReadFromPrefetch(const ShardEntry& entry, uint64_t offset, std::span<char> out) {
+  if (dp_.fetches == nullptr) return false;
+  std::unique_lock<std::mutex> ra_lock(ra_mu_);
+  auto it = ra_.find(entry.index);
+  if (it == ra_.end()) return false;
+  std::shared_ptr<Prefetch> prefetch = it->second;
+  // Only bytes of the generation this reader's table names.
+  if (prefetch->key != KeyOf(ino_, entry)) return false;
+  // On its way: waiting costs less than asking a node for the same bytes,
+  // unless it is slow (a frozen replica): then the reader asks the nodes
+  // itself, with its own hedging, so read-ahead never makes a read slower
+  // than it would have been.
+  if (!ra_done_.wait_for(ra_lock, PrefetchPatience(entry.length), [&] { return prefetch->done; })) {
+    return false;
+  }
+  if (!prefetch->status.ok() || offset >= prefetch->bytes.size()) return false;
+  const uint64_t n = std::min<uint64_t>(out.size(), prefetch->bytes.size() - offset);
+  std::memcpy(out.data(), prefetch->bytes.data() + offset, n);
+  return true;
+}
+
+void OpenFile::DropReadAhead() {
+  std::lock_guard<std::mutex> ra_lock(ra_mu_);
+  // Fetches in flight keep their own reference and finish into nothing.
+  ra_.clear();
+  sequential_streak_ = 0;
+}
+
 Status OpenFile::Flush(bool sync) {
   Status st = [&]() -> Status {
-    std::unique_lock<std::shared_mutex> lock(mu_);
-    SHARDFS_RETURN_IF_ERROR(StoreAllLocked(sync));
-    SHARDFS_RETURN_IF_ERROR(CommitLocked());
-    // fsync covers what was written before it, also the shards stored
-    // without sync as they filled up.
-    if (sync && !unsynced_.empty()) return SyncStoredLocked();
-    return Status::Ok();
+    Lock lock(mu_);
+    // Everything written before the flush, also what is on its way.
+    WaitForStoresLocked(lock);
+    // A background store that failed put its bytes back as dirty: they are
+    // stored again below, so the file is whole if the nodes are back, but
+    // the writer hears of the failure either way.
+    const Status background = TakeStoreErrorLocked();
+    Status st = [&]() -> Status {
+      SHARDFS_RETURN_IF_ERROR(StoreAllLocked(lock, sync));
+      SHARDFS_RETURN_IF_ERROR(CommitLocked());
+      // fsync covers what was written before it, also the shards stored
+      // without sync as they filled up.
+      if (sync && !unsynced_.empty()) return SyncStoredLocked();
+      return Status::Ok();
+    }();
+    return background.ok() ? st : background;
   }();
   // A rewrite that fell back to reading the old shard may have met a bad
   // replica.
@@ -490,8 +732,10 @@ Status OpenFile::Flush(bool sync) {
 }
 
 Status OpenFile::Truncate(uint64_t size) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
-  SHARDFS_RETURN_IF_ERROR(StoreAllLocked(false));
+  Lock lock(mu_);
+  WaitForStoresLocked(lock);
+  DropReadAhead();
+  SHARDFS_RETURN_IF_ERROR(StoreAllLocked(lock, false));
   SHARDFS_RETURN_IF_ERROR(CommitLocked());
   SetAttrRequest req;
   req.ino = ino_;

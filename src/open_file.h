@@ -14,9 +14,27 @@
 // A replica that answers a read with CORRUPT is reported to the registry
 // (NamespaceClient::ReportBadReplica) once per replica and key, after the
 // read has its answer, so the shard gets repaired.
+//
+// Write-behind: with a store pool (DataPath::stores), a shard completed by a
+// write is stored by a pool thread while the writer goes on; a few per file
+// at most (DataPath::max_stores_in_flight), beyond which the writer waits.
+// Reads see those shards from memory until they are stored. A failed
+// background store puts the shard's bytes back as dirty and makes the next
+// Write (which then buffers nothing) or Flush return the error (EIO), once;
+// that Flush still stores and commits what it can. Flush, Truncate and a
+// synchronous store of the same shard wait for the stores in flight first.
+//
+// Read-ahead: with a fetch pool and a budget, a file read sequentially
+// (each read starting where a recent one ended) has its next shards fetched
+// whole in the background, checked against the shard table's checksum on top
+// of the node's block checksums. Random reads fetch nothing ahead. Fetched
+// bytes are only used for the generation they were fetched for and are
+// dropped on every write, truncate and reload of the table.
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -32,7 +50,9 @@
 #include "src/namespace_client.h"
 #include "src/node_client.h"
 #include "src/node_directory.h"
+#include "src/read_ahead_budget.h"
 #include "src/status.h"
+#include "src/task_pool.h"
 
 namespace shardfs {
 
@@ -45,6 +65,16 @@ struct DataPath {
   LatencyTracker* latency = nullptr;
   // Past this many buffered bytes in one file, its dirty shards are stored.
   uint64_t max_dirty_bytes = 64ull << 20;
+  // Write-behind: where completed shards are stored, and how many of one
+  // file may be on their way at once. Null: stored in the writer's thread.
+  TaskPool* stores = nullptr;
+  size_t max_stores_in_flight = 3;
+  // Read-ahead: where shards are fetched ahead of a sequential reader, how
+  // many shards past the one being read, and the memory all files share.
+  // Either null: no read-ahead.
+  TaskPool* fetches = nullptr;
+  ReadAheadBudget* read_ahead = nullptr;
+  size_t read_ahead_shards = 2;
 };
 
 // Byte ranges written into one shard and not yet stored: offset -> bytes,
@@ -69,8 +99,10 @@ class DirtyRanges {
 };
 
 // Thread-safe: reads share a lock, writes and flushes take it exclusively.
-// One OpenFile per inode per client, shared by all its open handles.
-class OpenFile {
+// One OpenFile per inode per client, shared by all its open handles, and by
+// the background stores and fetches in flight for it (which hold a
+// shared_ptr, so the object outlives them).
+class OpenFile : public std::enable_shared_from_this<OpenFile> {
  public:
   static Result<std::shared_ptr<OpenFile>> Load(DataPath& data_path, uint64_t ino);
 
@@ -89,12 +121,44 @@ class OpenFile {
   bool dirty() const;
 
  private:
+  using Lock = std::unique_lock<std::shared_mutex>;
+  // Bytes of one shard fetched ahead of a sequential reader.
+  struct Prefetch {
+    ShardKey key;
+    uint64_t checksum = 0;
+    bool done = false;
+    Status status;  // when done
+    std::string bytes;
+    ReadAheadBudget::Grant grant;
+  };
+
   OpenFile(DataPath& data_path, uint64_t ino) : dp_(data_path), ino_(ino) {}
   Status LoadLocked();
-  Status StoreShardLocked(uint32_t index, bool sync);
+  // These may wait for stores in flight, releasing `lock` meanwhile.
+  Status StoreShardLocked(Lock& lock, uint32_t index, bool sync);
+  Status StoreAllLocked(Lock& lock, bool sync);
+  // A shard the writer completed: stored in the background when there is a
+  // store pool, else at once.
+  Status StoreCompleteLocked(Lock& lock, uint32_t index);
+  void WaitForStoresLocked(Lock& lock);
+  // The error of a failed background store, reported once.
+  Status TakeStoreErrorLocked();
+  void BackgroundStore(uint32_t index, std::shared_ptr<const std::string> data);
+  // Puts a whole shard on freshly placed nodes. Reads no guarded state, so
+  // it runs without mu_ held (background stores).
+  Result<ShardEntry> PutFull(uint32_t index, std::string_view data, bool sync);
   Status StoreFullLocked(uint32_t index, std::string data, bool sync);
-  Status StoreAllLocked(bool sync);
+  void RecordStoredLocked(ShardEntry entry, bool sync);
   Status CommitLocked();
+  // Read-ahead. Called with mu_ held (shared is enough).
+  void ReadAheadLocked(uint64_t offset, uint64_t length);
+  bool ReadFromPrefetch(const ShardEntry& entry, uint64_t offset, std::span<char> out);
+  void RunPrefetch(std::shared_ptr<Prefetch> prefetch, std::vector<std::string> ids,
+                   std::vector<std::string> endpoints, uint64_t length);
+  void DropReadAhead();
+  // How long a fetch ahead may take before another replica (or the reader
+  // itself) is asked.
+  std::chrono::milliseconds PrefetchPatience(uint64_t length) const;
   // Makes the shards stored without sync durable on their nodes (fsync).
   Status SyncStoredLocked();
   Status ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out);
@@ -116,6 +180,18 @@ class OpenFile {
   std::map<ShardKey, std::vector<std::string>> unsynced_;  // guarded by mu_
   uint64_t dirty_bytes_ = 0;                               // guarded by mu_
   bool size_changed_ = false;                              // guarded by mu_
+  // Completed shards on their way to the nodes (write-behind), by index.
+  std::map<uint32_t, std::shared_ptr<const std::string>> storing_;  // guarded by mu_
+  Status store_error_;  // guarded by mu_; a failed background store, not yet reported
+  std::condition_variable_any store_done_;  // with mu_: a background store ended
+
+  // Read-ahead. Its own lock, because reads hold mu_ only shared.
+  std::mutex ra_mu_;
+  std::condition_variable ra_done_;                   // with ra_mu_: a fetch ended
+  std::map<uint32_t, std::shared_ptr<Prefetch>> ra_;  // guarded by ra_mu_
+  std::array<uint64_t, 8> recent_ends_{};             // guarded by ra_mu_
+  size_t next_end_ = 0;                               // guarded by ra_mu_
+  int sequential_streak_ = 0;                         // guarded by ra_mu_
 
   // Bad-replica reports. Their own lock, because reads find bad replicas
   // while holding mu_ only shared.

@@ -7,9 +7,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "tests/integration/test_cluster.h"
 
@@ -441,6 +444,261 @@ TEST_F(MountSyncTest, FsyncMakesShardsStoredEarlierDurable) {
   EXPECT_EQ(SyncedShards(), 9u);
   close(fd);
   EXPECT_EQ(ReadFile(f), data);
+}
+
+// The mount's log at debug level, for the tests below that count what the
+// mount asked of the cluster.
+class MountDebugLogTest : public MountTest {
+ protected:
+  void SetUp() override {
+    if (!FuseAvailable()) {
+      if (InCi()) FAIL() << "/dev/fuse is not usable";
+      GTEST_SKIP() << "/dev/fuse is not usable";
+    }
+    cluster_ = std::make_unique<TestCluster>(ClusterOptions());
+    Status st = cluster_->Start();
+    ASSERT_TRUE(st.ok()) << st.ToString() << cluster_->Logs();
+    mount_ = std::make_unique<TestMount>(*cluster_, cluster_->dir() + "/mnt",
+                                         std::vector<std::string>{"--log-level", "debug"});
+    st = mount_->Mount();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    m_ = mount_->path();
+  }
+  static size_t Count(const std::string& log, const std::string& what) {
+    size_t n = 0;
+    for (size_t pos = 0; (pos = log.find(what, pos)) != std::string::npos; pos += what.size()) ++n;
+    return n;
+  }
+};
+
+// O_DIRECT reads go to the mount every time, past the kernel's page cache.
+class DirectReader {
+ public:
+  explicit DirectReader(const std::string& path) : fd_(open(path.c_str(), O_RDONLY | O_DIRECT)) {
+    buf_ = static_cast<char*>(std::aligned_alloc(4096, kMax));
+  }
+  ~DirectReader() {
+    if (fd_ >= 0) close(fd_);
+    std::free(buf_);
+  }
+  bool ok() const { return fd_ >= 0 && buf_ != nullptr; }
+  // `length` a multiple of 4096, at most kMax.
+  std::string Read(off_t offset, size_t length) {
+    ssize_t n = pread(fd_, buf_, length, offset);
+    return n < 0 ? std::string("error: ") + strerror(errno)
+                 : std::string(buf_, static_cast<size_t>(n));
+  }
+  static constexpr size_t kMax = 1 << 20;
+
+ private:
+  int fd_;
+  char* buf_;
+};
+
+// The kernel asks for security.capability before every write; the mount
+// answers from what it knows instead of asking the registry each time, and
+// still sees its own xattr changes at once and other mounts' within the
+// attribute timeout.
+TEST_F(MountDebugLogTest, AbsentXattrsAreAnsweredWithoutTheRegistry) {
+  const std::string path = m_ + "/caps";
+  const std::string ask = "getxattr security.capability of inode";
+  // Made by another mount, so this one knows nothing of its xattrs.
+  TestMount other(*cluster_, cluster_->dir() + "/mnt2");
+  ASSERT_TRUE(other.Mount().ok());
+  WriteFile(other.path() + "/caps", "x");
+  int fd = open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  const std::string block(4096, 'w');
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_EQ(pwrite(fd, block.data(), block.size(), i * 4096), 4096);
+  }
+  ASSERT_EQ(close(fd), 0);
+  // One question, then one per attribute timeout (1 s) at most; 64
+  // without the cache.
+  EXPECT_GE(Count(mount_->Log(), ask), 1u) << mount_->Log();
+  EXPECT_LE(Count(mount_->Log(), ask), 3u) << mount_->Log();
+  // A file this mount creates has no xattrs: not even one question.
+  const size_t before = Count(mount_->Log(), ask);
+  fd = open((m_ + "/fresh").c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 16; ++i) ASSERT_EQ(write(fd, block.data(), block.size()), 4096);
+  ASSERT_EQ(close(fd), 0);
+  EXPECT_EQ(Count(mount_->Log(), ask), before);
+
+  // Known absent, then set here: seen at once.
+  char buf[64];
+  EXPECT_EQ(getxattr(path.c_str(), "user.tag", buf, sizeof(buf)), -1);
+  EXPECT_EQ(errno, ENODATA);
+  ASSERT_EQ(setxattr(path.c_str(), "user.tag", "one", 3, 0), 0);
+  ASSERT_EQ(getxattr(path.c_str(), "user.tag", buf, sizeof(buf)), 3);
+  EXPECT_EQ(std::string(buf, 3), "one");
+  ASSERT_EQ(removexattr(path.c_str(), "user.tag"), 0);
+  EXPECT_EQ(getxattr(path.c_str(), "user.tag", buf, sizeof(buf)), -1);
+  EXPECT_EQ(errno, ENODATA);
+  // Set by another mount: seen once the attribute timeout has passed.
+  ASSERT_EQ(setxattr((other.path() + "/caps").c_str(), "user.tag", "two", 3, 0), 0);
+  EXPECT_TRUE(WaitUntil([&] { return getxattr(path.c_str(), "user.tag", buf, sizeof(buf)) == 3; },
+                        std::chrono::seconds(3)));
+  EXPECT_EQ(std::string(buf, 3), "two");
+}
+
+// Write-behind: the write that completes a shard does not wait for the
+// nodes, and a store that fails in the background is not lost: the next
+// write, or else the close, reports it, and its bytes are stored again.
+TEST_F(MountTest, FailedBackgroundStoreIsReportedAndNotLost) {
+  // Warm up: connections to every node exist, so frozen nodes time out
+  // rather than refuse.
+  WriteFile(m_ + "/warm", RandomBytes(9 << 20, 1));
+  ASSERT_EQ(ReadFile(m_ + "/warm").size(), 9u << 20);
+  // No child process may be started while these are open: its copy of the
+  // descriptors is closed at its exec or exit, and that close (a FUSE
+  // flush) would be told the error instead.
+  int at_write = open((m_ + "/at-write").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  int at_close = open((m_ + "/at-close").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(at_write, 0);
+  ASSERT_GE(at_close, 0);
+  // Two of three nodes frozen: no shard can reach min(2, R) replicas.
+  ASSERT_TRUE(cluster_->node(1).Signal(SIGSTOP).ok());
+  ASSERT_TRUE(cluster_->node(2).Signal(SIGSTOP).ok());
+  const std::string shard1 = RandomBytes(4 << 20, 2);
+  const std::string shard2 = RandomBytes(4 << 20, 3);
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(write(at_write, shard1.data(), shard1.size()), static_cast<ssize_t>(shard1.size()));
+  ASSERT_EQ(write(at_close, shard2.data(), shard2.size()), static_cast<ssize_t>(shard2.size()));
+  // A store to a frozen node takes two 4 s timeouts; the writes did not wait.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  auto count = [](const std::string& log, const std::string& what) {
+    size_t n = 0;
+    for (size_t p = 0; (p = log.find(what, p)) != std::string::npos; ++p) ++n;
+    return n;
+  };
+  const std::string failed = "in the background failed";
+  ASSERT_TRUE(
+      WaitUntil([&] { return count(mount_->Log(), failed) >= 2; }, std::chrono::seconds(40)))
+      << mount_->Log();
+  // The nodes are back: storing again would work now, yet the failure is
+  // reported, once.
+  ASSERT_TRUE(cluster_->node(1).Signal(SIGCONT).ok());
+  ASSERT_TRUE(cluster_->node(2).Signal(SIGCONT).ok());
+  // Up again in the registry's map, if it marked them down (read from its
+  // log: the CLI would fork).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const std::string log = cluster_->registry().ReadLog();
+        return count(log, " is back") >= count(log, " is down");
+      },
+      std::chrono::seconds(20)));
+  const std::string more(1 << 20, 'm');
+  EXPECT_EQ(write(at_write, more.data(), more.size()), -1);
+  EXPECT_EQ(errno, EIO);
+  EXPECT_EQ(close(at_write), 0) << strerror(errno);
+  EXPECT_EQ(close(at_close), -1);
+  EXPECT_EQ(errno, EIO);
+  // Nothing a write(2) accepted was lost.
+  EXPECT_TRUE(ReadFile(m_ + "/at-write") == shard1);
+  EXPECT_TRUE(ReadFile(m_ + "/at-close") == shard2);
+}
+
+// While shards are on their way to the nodes, reads of them (past the page
+// cache) see what was written.
+TEST_F(MountTest, ReadsSeeShardsBeingStored) {
+  const std::string path = m_ + "/rw";
+  int fd = open(path.c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  const std::string data = RandomBytes(16 << 20, 5);
+  DirectReader reader(path);
+  ASSERT_TRUE(reader.ok()) << strerror(errno);
+  for (size_t off = 0; off < data.size(); off += 1 << 20) {
+    ASSERT_EQ(pwrite(fd, data.data() + off, 1 << 20, static_cast<off_t>(off)), 1 << 20);
+    // The shard just completed, and the first bytes of the file.
+    ASSERT_TRUE(reader.Read(static_cast<off_t>(off), 1 << 20) == data.substr(off, 1 << 20)) << off;
+    ASSERT_TRUE(reader.Read(0, 4096) == data.substr(0, 4096)) << off;
+  }
+  ASSERT_EQ(close(fd), 0);
+  EXPECT_TRUE(ReadFile(path) == data);
+}
+
+// Read-ahead: a sequential reader has the next shards fetched ahead, a
+// random one does not.
+TEST_F(MountDebugLogTest, SequentialReadsFetchAheadRandomReadsDoNot) {
+  const std::string data = RandomBytes(32 << 20, 6);
+  WriteFile(m_ + "/seq", data);
+  WriteFile(m_ + "/rand", data);
+  const std::string fetched = "for a sequential reader";
+  {
+    DirectReader reader(m_ + "/seq");
+    ASSERT_TRUE(reader.ok()) << strerror(errno);
+    for (size_t off = 0; off < data.size(); off += 1 << 20) {
+      ASSERT_TRUE(reader.Read(static_cast<off_t>(off), 1 << 20) == data.substr(off, 1 << 20))
+          << off;
+    }
+  }
+  const size_t sequential = Count(mount_->Log(), fetched);
+  // Shards 1 to 7 of 8 (shard 0 is being read when the pattern shows).
+  EXPECT_GE(sequential, 6u) << mount_->Log();
+  EXPECT_LE(sequential, 7u) << mount_->Log();
+  {
+    DirectReader reader(m_ + "/rand");
+    ASSERT_TRUE(reader.ok());
+    std::mt19937 rng(11);
+    for (int i = 0; i < 300; ++i) {
+      const off_t off = static_cast<off_t>(rng() % (data.size() / 4096)) * 4096;
+      ASSERT_TRUE(reader.Read(off, 4096) == data.substr(static_cast<size_t>(off), 4096)) << off;
+    }
+  }
+  EXPECT_EQ(Count(mount_->Log(), fetched), sequential);
+}
+
+// Close-to-open with read-ahead: bytes fetched ahead for one generation of
+// a file are never served after another mount rewrote it and this one
+// opened it again, even while an older handle keeps the file open here.
+TEST_F(MountTest, ReadAheadServesNoStaleBytesAfterARewriteElsewhere) {
+  TestMount other(*cluster_, cluster_->dir() + "/mnt2");
+  ASSERT_TRUE(other.Mount().ok());
+  const std::string path = m_ + "/stale";
+  const std::string old_data = RandomBytes(24 << 20, 7);
+  WriteFile(path, old_data);
+  DirectReader old_reader(path);
+  ASSERT_TRUE(old_reader.ok()) << strerror(errno);
+  // Half the file, sequentially: the shards after it are fetched ahead.
+  for (size_t off = 0; off < (12u << 20); off += 1 << 20) {
+    ASSERT_TRUE(old_reader.Read(static_cast<off_t>(off), 1 << 20) == old_data.substr(off, 1 << 20));
+  }
+  // Same size, new bytes, from the other mount.
+  const std::string new_data = RandomBytes(24 << 20, 8);
+  WriteFile(other.path() + "/stale", new_data);
+  DirectReader reader(path);
+  ASSERT_TRUE(reader.ok());
+  for (size_t off = 0; off < new_data.size(); off += 1 << 20) {
+    ASSERT_TRUE(reader.Read(static_cast<off_t>(off), 1 << 20) == new_data.substr(off, 1 << 20))
+        << off;
+  }
+}
+
+// A missing name is remembered by the kernel for the entry timeout (a
+// negative entry): probing it again does not ask the registry, creating it
+// here shows at once, creating it on another mount within the timeout.
+TEST_F(MountDebugLogTest, MissingNamesAreRememberedForTheEntryTimeout) {
+  const std::string ask = "lookup probe in ";
+  struct stat st;
+  for (int i = 0; i < 50; ++i) ASSERT_NE(lstat((m_ + "/probe").c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOENT);
+  // One question, then one per entry timeout (1 s) at most.
+  EXPECT_GE(Count(mount_->Log(), ask), 1u) << mount_->Log();
+  EXPECT_LE(Count(mount_->Log(), ask), 3u) << mount_->Log();
+  // Made here: seen at once.
+  WriteFile(m_ + "/probe", "here");
+  EXPECT_EQ(ReadFile(m_ + "/probe"), "here");
+  ASSERT_EQ(unlink((m_ + "/probe").c_str()), 0);
+  ASSERT_NE(lstat((m_ + "/probe").c_str(), &st), 0);
+  // Made elsewhere: seen once the entry timeout has passed.
+  TestMount other(*cluster_, cluster_->dir() + "/mnt2");
+  ASSERT_TRUE(other.Mount().ok());
+  ASSERT_NE(lstat((m_ + "/probe2").c_str(), &st), 0);
+  WriteFile(other.path() + "/probe2", "there");
+  EXPECT_TRUE(
+      WaitUntil([&] { return ReadFile(m_ + "/probe2") == "there"; }, std::chrono::seconds(3)));
 }
 
 }  // namespace
