@@ -176,8 +176,8 @@ bool ReplicaRepair::Repair(const ShardKey& key) {
   for (const auto* group : {&h.counted, &h.draining}) {
     for (const std::string& id : *group) sources.push_back(Endpoint(map, id));
   }
-  std::optional<ShardStatReply> object = FindObject(key, *entry, sources);
-  if (!object) {
+  std::optional<CopyShardFromRequest> request = CopyRequestFor(key, *entry, sources);
+  if (!request) {
     spdlog::warn("repair: no readable copy of {} answers; will retry", key.ToString());
     return false;
   }
@@ -195,8 +195,8 @@ bool ReplicaRepair::Repair(const ShardKey& key) {
     kept.insert(kept.end(), group->begin(), group->end());
   }
   std::vector<std::string> ranked =
-      PlaceShard(key, candidates, kept.size() + wanted, object->length, kept);
-  for (const std::string& id : RankNodes(key, candidates, object->length)) {
+      PlaceShard(key, candidates, kept.size() + wanted, request->length, kept);
+  for (const std::string& id : RankNodes(key, candidates, request->length)) {
     if (!Contains(ranked, id)) ranked.push_back(id);  // fallbacks when a target fails
   }
   if (ranked.empty()) {
@@ -204,58 +204,64 @@ bool ReplicaRepair::Repair(const ShardKey& key) {
     return false;
   }
 
-  CopyShardFromRequest request;
-  request.key = key;
-  request.length = object->length;
-  request.checksum = object->checksum;
-  request.sources = sources;
-  request.sync = true;
   std::vector<std::string> added;
   for (const std::string& target : ranked) {
     if (added.size() == wanted || Stopping()) break;
-    if (!Throttle(object->length, options_.bytes_per_second)) break;
-    auto copied = nodes_.CopyFrom(Endpoint(map, target), request);
+    if (!Throttle(request->length, options_.bytes_per_second)) break;
+    auto copied = nodes_.CopyFrom(Endpoint(map, target), *request);
     if (!copied.ok()) {
       spdlog::warn("repair: copying {} to node {} failed: {}", key.ToString(), target,
                    copied.status().ToString());
       continue;
     }
     added.push_back(target);
-    RecordCopy(object->length);
+    RecordCopy(request->length);
   }
   if (added.empty()) return false;
 
-  SetShardReplicasOp op;
-  op.ino = key.inode;
-  op.index = key.index;
-  op.generation = key.generation;
-  op.replicas = kept;
-  op.replicas.insert(op.replicas.end(), added.begin(), added.end());
-  auto applied = db_->Mutate(op);
+  std::vector<std::string> replicas = kept;
+  replicas.insert(replicas.end(), added.begin(), added.end());
+  Status applied = SetReplicas(key, replicas);
   if (!applied.ok()) {
     // Most likely the file was rewritten meanwhile; the copies are orphans.
     spdlog::info("repair: {} changed while copying ({}); removing the new copies", key.ToString(),
-                 applied.status().ToString());
+                 applied.ToString());
     for (const std::string& id : added) (void)nodes_.Delete(Endpoint(map, id), key);
     return false;
   }
-  spdlog::info("repair: {} now on {} node(s) (+{}, -{} lost)", key.ToString(), op.replicas.size(),
+  spdlog::info("repair: {} now on {} node(s) (+{}, -{} lost)", key.ToString(), replicas.size(),
                added.size(), h.lost.size());
   return true;
 }
 
-std::optional<ShardStatReply> ReplicaRepair::FindObject(const ShardKey& key,
-                                                        const ShardEntry& entry,
-                                                        const std::vector<std::string>& sources) {
+std::optional<CopyShardFromRequest> ReplicaRepair::CopyRequestFor(
+    const ShardKey& key, const ShardEntry& entry, const std::vector<std::string>& sources) {
   for (const std::string& ep : sources) {
     auto st = nodes_.Stat(ep, key);
-    if (st.ok() && st->checksum == entry.checksum) return *st;
+    if (st.ok() && st->checksum == entry.checksum) {
+      CopyShardFromRequest request;
+      request.key = key;
+      request.length = st->length;
+      request.checksum = st->checksum;
+      request.sources = sources;
+      request.sync = true;
+      return request;
+    }
     if (st.ok()) {
       spdlog::warn("repair: {} on {} has checksum {:x}, the table says {:x}", key.ToString(), ep,
                    st->checksum, entry.checksum);
     }
   }
   return std::nullopt;
+}
+
+Status ReplicaRepair::SetReplicas(const ShardKey& key, std::vector<std::string> replicas) {
+  SetShardReplicasOp op;
+  op.ino = key.inode;
+  op.index = key.index;
+  op.generation = key.generation;
+  op.replicas = std::move(replicas);
+  return db_->Mutate(std::move(op)).status();
 }
 
 uint64_t ReplicaRepair::RebalanceRate() const {
@@ -339,28 +345,18 @@ size_t ReplicaRepair::Rebalance(const LivenessView& view) {
         sources.push_back(Endpoint(map, id));
       }
     }
-    std::optional<ShardStatReply> object = FindObject(key, *entry, sources);
-    if (!object) continue;
-    if (!Throttle(object->length, RebalanceRate())) break;
-    CopyShardFromRequest request;
-    request.key = key;
-    request.length = object->length;
-    request.checksum = object->checksum;
-    request.sources = sources;
-    request.sync = true;
-    auto copied = nodes_.CopyFrom(to.endpoint, request);
+    std::optional<CopyShardFromRequest> request = CopyRequestFor(key, *entry, sources);
+    if (!request) continue;
+    if (!Throttle(request->length, RebalanceRate())) break;
+    auto copied = nodes_.CopyFrom(to.endpoint, *request);
     if (!copied.ok()) {
       spdlog::warn("rebalance: copying {} to node {} failed: {}", key.ToString(), to.id,
                    copied.status().ToString());
       break;  // the target may be full or gone; the next pass looks again
     }
-    SetShardReplicasOp op;
-    op.ino = key.inode;
-    op.index = key.index;
-    op.generation = key.generation;
-    op.replicas = entry->replicas;
-    std::replace(op.replicas.begin(), op.replicas.end(), from.id, to.id);
-    if (!db_->Mutate(op).ok()) {
+    std::vector<std::string> replicas = entry->replicas;
+    std::replace(replicas.begin(), replicas.end(), from.id, to.id);
+    if (!SetReplicas(key, std::move(replicas)).ok()) {
       (void)nodes_.Delete(to.endpoint, key);
       continue;
     }
@@ -396,15 +392,10 @@ bool ReplicaRepair::Trim(const ShardKey& key) {
   const ShardHealth h = JudgeShard(*entry, GoalOf(attrs->replication_goal), View());
   std::vector<std::string> keep = h.TrimmedReplicas();
   if (keep.empty()) return false;
-  SetShardReplicasOp op;
-  op.ino = key.inode;
-  op.index = key.index;
-  op.generation = key.generation;
-  op.replicas = std::move(keep);
-  auto applied = db_->Mutate(op);
-  if (!applied.ok()) return false;
+  const size_t kept = keep.size();
+  if (!SetReplicas(key, std::move(keep)).ok()) return false;
   spdlog::info("repair: {} trimmed from {} to {} replica(s)", key.ToString(),
-               entry->replicas.size(), op.replicas.size());
+               entry->replicas.size(), kept);
   return true;
 }
 
@@ -593,13 +584,7 @@ RpcReply ReplicaRepair::HandleReportBadReplica(RpcRequest& request) {
                   key.ToString(), req->node_id, req->reason);
     return RpcReply::Ok(MessageType::kReportBadReplica);
   }
-  SetShardReplicasOp op;
-  op.ino = key.inode;
-  op.index = key.index;
-  op.generation = key.generation;
-  op.replicas = std::move(others);
-  auto applied = db_->Mutate(op);
-  if (!applied.ok()) return RpcReply::Error(applied.status());
+  if (Status st = SetReplicas(key, std::move(others)); !st.ok()) return RpcReply::Error(st);
   spdlog::warn("repair: dropped bad replica of {} on node {} ({})", key.ToString(), req->node_id,
                req->reason);
   Wake();

@@ -117,10 +117,13 @@ class ReplicaRepair {
   // Moves replicas from the fullest to the emptiest node, at most one pass's
   // budget; returns the replicas moved.
   size_t Rebalance(const LivenessView& view);
-  // Where `entry`'s object can be read and what it is (length, checksum as
-  // the table says); nullopt if no source answers with the right checksum.
-  std::optional<ShardStatReply> FindObject(const ShardKey& key, const ShardEntry& entry,
-                                           const std::vector<std::string>& sources);
+  // The request that copies `entry`'s object from `sources`: its length as
+  // a source holds it (after a truncate the table's may be shorter) and the
+  // checksum the table records; nullopt if no source has that object.
+  std::optional<CopyShardFromRequest> CopyRequestFor(const ShardKey& key, const ShardEntry& entry,
+                                                     const std::vector<std::string>& sources);
+  // Logs `replicas` as the replica list of `key` (kStale if it was rewritten).
+  Status SetReplicas(const ShardKey& key, std::vector<std::string> replicas);
   // Deletes what node `node_id` holds that no table needs; returns deletions.
   size_t Sweep(const std::string& node_id);
   // Waits until the copy budget allows `bytes` more at `rate` bytes/s;

@@ -153,6 +153,17 @@ bool OpenFile::dirty() const {
          size_changed_;
 }
 
+OpenFile::ReachableReplicas OpenFile::Reachable(const std::vector<std::string>& ids) const {
+  ReachableReplicas r;
+  for (const auto& id : ids) {
+    if (auto ep = dp_.directory->Endpoint(id)) {
+      r.ids.push_back(id);
+      r.endpoints.push_back(*ep);
+    }
+  }
+  return r;
+}
+
 Status OpenFile::ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out) {
   std::memset(out.data(), 0, out.size());
   // A completed shard still on its way to the nodes: it is all here, and
@@ -171,16 +182,7 @@ Status OpenFile::ReadShardLocked(uint32_t index, uint64_t offset, std::span<char
       !ReadFromPrefetch(it->second, offset, out)) {
     const ShardEntry& entry = it->second;
     uint64_t want = std::min<uint64_t>(out.size(), entry.length - offset);
-    // The replicas whose endpoint is known, with their node ids alongside,
-    // so a failure (indexed into `endpoints`) can be reported by node id.
-    std::vector<std::string> ids;
-    std::vector<std::string> endpoints;
-    for (const auto& id : entry.replicas) {
-      if (auto ep = dp_.directory->Endpoint(id)) {
-        ids.push_back(id);
-        endpoints.push_back(*ep);
-      }
-    }
+    auto [ids, endpoints] = Reachable(entry.replicas);
     auto start = Clock::now();
     std::vector<std::pair<size_t, Status>> failures;
     auto read = dp_.nodes->GetFromAny(endpoints, KeyOf(ino_, entry), offset, want,
@@ -376,14 +378,7 @@ Result<ShardEntry> OpenFile::PutFull(uint32_t index, std::string_view data, bool
   }
   dp_.directory->Learn(alloc.nodes);
   const ShardPlacement& placement = alloc.placements[0];
-  std::vector<std::string> ids;
-  std::vector<std::string> endpoints;
-  for (const auto& id : placement.replicas) {
-    if (auto ep = dp_.directory->Endpoint(id)) {
-      ids.push_back(id);
-      endpoints.push_back(*ep);
-    }
-  }
+  auto [ids, endpoints] = Reachable(placement.replicas);
   if (ids.size() < alloc.min_replicas) {
     return Status::Error(ErrorCode::kUnavailable,
                          "only " + std::to_string(ids.size()) + " nodes to write to, " +
@@ -491,14 +486,7 @@ Status OpenFile::StoreShardLocked(Lock& lock, uint32_t index, bool sync) {
   req.new_length = new_length;
   req.sync = sync;
   req.patches = patches;
-  std::vector<std::string> ids;
-  std::vector<std::string> endpoints;
-  for (const auto& id : old.replicas) {
-    if (auto ep = dp_.directory->Endpoint(id)) {
-      ids.push_back(id);
-      endpoints.push_back(*ep);
-    }
-  }
+  auto [ids, endpoints] = Reachable(old.replicas);
   auto results = dp_.nodes->PutPatchedToAll(endpoints, req, payload);
   ShardEntry entry{index, req.key.generation, new_length, 0, {}};
   for (size_t i = 0; i < results.size(); ++i) {
@@ -605,14 +593,7 @@ void OpenFile::ReadAheadLocked(uint64_t offset, uint64_t length) {
     const ShardEntry& entry = it->second;
     auto grant = dp_.read_ahead->TryReserve(entry.length);
     if (!grant) return;  // the client holds enough read-ahead already
-    std::vector<std::string> ids;
-    std::vector<std::string> endpoints;
-    for (const auto& id : entry.replicas) {
-      if (auto ep = dp_.directory->Endpoint(id)) {
-        ids.push_back(id);
-        endpoints.push_back(*ep);
-      }
-    }
+    auto [ids, endpoints] = Reachable(entry.replicas);
     if (endpoints.empty()) continue;
     auto prefetch = std::make_shared<Prefetch>();
     prefetch->key = KeyOf(ino_, entry);

@@ -162,6 +162,14 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // Makes the shards stored without sync durable on their nodes (fsync).
   Status SyncStoredLocked();
   Status ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out);
+  // The replicas among `ids` whose endpoint this client knows, with their
+  // ids alongside, so a failure (indexed into `endpoints`) can be reported
+  // by node id.
+  struct ReachableReplicas {
+    std::vector<std::string> ids;
+    std::vector<std::string> endpoints;
+  };
+  ReachableReplicas Reachable(const std::vector<std::string>& ids) const;
   // Queues a report of a corrupt replica, unless one was queued before.
   void NoteBadReplica(const std::string& node_id, const ShardKey& key, const Status& status);
   // Sends the queued reports. Called without mu_ held, after a read or
