@@ -83,11 +83,15 @@ ShardFs::ShardFs(const MountOptions& options, std::string registry_endpoint)
       registry_endpoint_(std::move(registry_endpoint)),
       latency_(std::chrono::milliseconds(20), std::chrono::milliseconds(2000)),
       xattr_absent_(std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::duration<double>(options.attr_timeout))),
+      dir_attrs_(std::chrono::duration_cast<std::chrono::nanoseconds>(
           std::chrono::duration<double>(options.attr_timeout))) {}
 
 void ShardFs::Start() {
   context_.emplace();
   ns_.emplace(*context_, registry_endpoint_);
+  ns_->set_changed_dirs_listener(
+      [this](const std::vector<InodeAttrs>& dirs) { dir_attrs_.Put(dirs); });
   nodes_.emplace(*context_, NodeClient::Options{std::chrono::milliseconds(4000), 2,
                                                 std::chrono::milliseconds(50)});
   data_path_.ns = &*ns_;
@@ -213,6 +217,8 @@ void ShardFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void ShardFs::GetAttr(fuse_req_t req, fuse_ino_t ino) {
+  // Asked again because this mount just changed a name in the directory.
+  if (auto dir = dir_attrs_.Get(ino)) return ReplyAttr(req, *dir);
   auto attrs = ns_->GetAttr(ino);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   // Writes not yet committed are part of the file as this mount sees it.
@@ -261,7 +267,11 @@ void ShardFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     r.mtime_ns = ToNs(attr->st_mtim);
   }
   Result<InodeAttrs> attrs = r.mask != 0 ? ns_->SetAttr(r) : ns_->GetAttr(ino);
-  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  if (!attrs.ok()) {
+    dir_attrs_.Forget(ino);
+    return ReplyStatus(req, attrs.status());
+  }
+  if (attrs->type == FileType::kDirectory) dir_attrs_.Put({*attrs});
   if (auto f = FindOpenFile(ino); f && f->dirty()) attrs->size = f->attrs().size;
   ReplyAttr(req, *attrs);
 }
@@ -328,21 +338,24 @@ void ShardFs::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
   ReplyEntry(req, *attrs);
 }
 
-Status ShardFs::OpenHandle(uint64_t ino, fuse_file_info* fi, const InodeAttrs* fresh) {
-  std::shared_ptr<OpenFile> file;
-  {
+Status ShardFs::OpenHandle(uint64_t ino, fuse_file_info* fi, std::shared_ptr<OpenFile> created) {
+  const bool just_created = created != nullptr;
+  std::shared_ptr<OpenFile> file = std::move(created);
+  if (!just_created) {
     std::lock_guard<std::mutex> lock(open_mu_);
     auto it = open_files_.find(ino);
     if (it != open_files_.end()) file = it->second.file;
   }
-  if (file) {
+  if (just_created) {
+    // Made and opened at the registry by Create: nothing to fetch.
+  } else if (file) {
     // Close-to-open: a new open sees what others committed, unless this
-    // mount has writes of its own in flight for the file.
-    SHARDFS_RETURN_IF_ERROR(file->Refresh());
+    // mount has writes of its own in flight for the file. The same round
+    // trip opens the file at the registry.
+    SHARDFS_RETURN_IF_ERROR(file->Refresh(/*open=*/true));
   } else {
-    SHARDFS_ASSIGN_OR_RETURN(file, OpenFile::Load(data_path_, ino));
+    SHARDFS_ASSIGN_OR_RETURN(file, OpenFile::Load(data_path_, ino, /*open=*/true));
   }
-  (void)fresh;
   InodeAttrs attrs = file->attrs();
   auto* handle = new Handle{ino, nullptr};
   bool changed = false;
@@ -372,16 +385,16 @@ void ShardFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (options_.read_only && (fi->flags & O_ACCMODE) != O_RDONLY) {
     return (void)fuse_reply_err(req, EROFS);
   }
-  auto attrs = ns_->Open(ino);
-  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
-  Status st = OpenHandle(ino, fi, &*attrs);
+  Status st = OpenHandle(ino, fi, nullptr);
   if (st.ok() && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     // With atomic_o_trunc the kernel leaves O_TRUNC to us.
     st = reinterpret_cast<Handle*>(fi->fh)->file->Truncate(0);
     if (!st.ok()) (void)CloseHandle(ino, fi);
   }
   if (!st.ok()) {
-    (void)ns_->Release(ino);
+    // Not-found and unreachable registries opened nothing; anything else
+    // may have, and an extra release of an unopened file is harmless.
+    if (st.code() != ErrorCode::kNotFound) (void)ns_->Release(ino);
     return ReplyStatus(req, st);
   }
   fuse_reply_open(req, fi);
@@ -397,12 +410,11 @@ void ShardFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   r.mode = CreateMode(req, mode);
   r.caller = CallerOf(req);
   r.replication_goal = options_.replicas;
+  r.open = true;  // create and open in one round trip
   auto attrs = ns_->Mknod(r);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   xattr_absent_.NoteNoXattrs(attrs->ino);
-  auto opened = ns_->Open(attrs->ino);
-  if (!opened.ok()) return ReplyStatus(req, opened.status());
-  Status st = OpenHandle(attrs->ino, fi, &*opened);
+  Status st = OpenHandle(attrs->ino, fi, OpenFile::Created(data_path_, *attrs));
   if (!st.ok()) {
     (void)ns_->Release(attrs->ino);
     return ReplyStatus(req, st);
@@ -583,6 +595,7 @@ void ShardFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   xattr_absent_.Invalidate(ino);
   Status st = ns_->SetXattr(ino, name, std::string(value, size), wire);
   xattr_absent_.Invalidate(ino);
+  dir_attrs_.Forget(ino);  // its ctime changed
   ReplyStatus(req, st);
 }
 
@@ -626,6 +639,7 @@ void ShardFs::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   xattr_absent_.Invalidate(ino);
   Status st = ns_->RemoveXattr(ino, name);
   xattr_absent_.Invalidate(ino);
+  dir_attrs_.Forget(ino);  // its ctime changed
   ReplyStatus(req, st);
 }
 

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "fuse/mount_options.h"
+#include "src/dir_attr_cache.h"
 #include "src/latency_tracker.h"
 #include "src/namespace_client.h"
 #include "src/node_client.h"
@@ -91,7 +92,7 @@ class ShardFs {
   void ReplyAttr(fuse_req_t req, const InodeAttrs& attrs);
   struct stat ToStat(const InodeAttrs& attrs) const;
   // Opens (or shares) the OpenFile of `ino` and makes a handle for `fi`.
-  Status OpenHandle(uint64_t ino, fuse_file_info* fi, const InodeAttrs* fresh);
+  Status OpenHandle(uint64_t ino, fuse_file_info* fi, std::shared_ptr<OpenFile> created);
   // Drops a handle made by OpenHandle, flushing what it wrote.
   Status CloseHandle(uint64_t ino, fuse_file_info* fi);
   std::shared_ptr<OpenFile> FindOpenFile(uint64_t ino);
@@ -114,6 +115,7 @@ class ShardFs {
   std::optional<TaskPool> fetches_;
   DataPath data_path_;
   XattrNegativeCache xattr_absent_;
+  DirAttrCache dir_attrs_;
 
   struct OpenInode {
     std::shared_ptr<OpenFile> file;

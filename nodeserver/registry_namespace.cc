@@ -22,6 +22,25 @@ RpcReply AttrsReply(MessageType type, const InodeAttrs& attrs) {
   return RpcReply::Ok(type, AttrsFields(attrs));
 }
 
+// The directories whose entries `op` changes (see EncodeChangedDirs).
+std::vector<uint64_t> DirsChangedBy(const NamespaceOp& op) {
+  return std::visit(
+      [](const auto& o) -> std::vector<uint64_t> {
+        using T = std::decay_t<decltype(o)>;
+        if constexpr (std::is_same_v<T, MknodOp> || std::is_same_v<T, MkdirOp> ||
+                      std::is_same_v<T, SymlinkOp> || std::is_same_v<T, UnlinkOp> ||
+                      std::is_same_v<T, RmdirOp> || std::is_same_v<T, LinkOp>) {
+          return {o.parent};
+        } else if constexpr (std::is_same_v<T, RenameOp>) {
+          if (o.parent == o.new_parent) return {o.parent};
+          return {o.parent, o.new_parent};
+        } else {
+          return {};
+        }
+      },
+      op);
+}
+
 }  // namespace
 
 int64_t RealtimeNs() {
@@ -56,10 +75,24 @@ void RegistryNamespace::Stop() {
 }
 
 RpcReply RegistryNamespace::Mutation(MessageType type, NamespaceOp op) {
+  std::vector<uint64_t> dirs = DirsChangedBy(op);
   auto applied = db_->Mutate(std::move(op));
   if (!applied.ok()) return RpcReply::Error(applied.status());
-  if (applied->attrs) return AttrsReply(type, *applied->attrs);
-  return RpcReply::Ok(type);
+  return MutationReply(type, *applied, dirs);
+}
+
+RpcReply RegistryNamespace::MutationReply(MessageType type, const ApplyResult& applied,
+                                          const std::vector<uint64_t>& dirs) {
+  FieldWriter fields = applied.attrs ? AttrsFields(*applied.attrs) : FieldWriter();
+  std::vector<InodeAttrs> changed;
+  for (uint64_t dir : dirs) {
+    // Read after the change, so at least as new as it; a directory removed
+    // meanwhile is simply left out.
+    auto attrs = db_->store().GetAttr(dir);
+    if (attrs.ok() && attrs->type == FileType::kDirectory) changed.push_back(*attrs);
+  }
+  if (!changed.empty()) EncodeChangedDirs(fields, changed);
+  return RpcReply::Ok(type, std::move(fields));
 }
 
 RpcReply RegistryNamespace::Handle(RpcRequest& request) {
@@ -121,7 +154,17 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
                           ? (r->shard_size ? r->shard_size : options_.default_shard_size)
                           : 0;
       op.replication_goal = r->replication_goal;
-      return Mutation(type, op);
+      if (!r->open) return Mutation(type, op);
+      // Create-and-open: the open ref is taken before the reply, so the
+      // file's data outlives an unlink racing with the creator's first write.
+      auto applied = db_->Mutate(op);
+      if (!applied.ok()) return RpcReply::Error(applied.status());
+      if (!applied->attrs) {
+        return RpcReply::Error(Status::Error(ErrorCode::kInternal, "mknod returned no inode"));
+      }
+      Status opened = db_->OpenFile(applied->attrs->ino);
+      if (!opened.ok()) return RpcReply::Error(opened);
+      return MutationReply(type, *applied, {op.parent});
     }
     case MessageType::kSymlink: {
       auto r = Decode<SymlinkRequest>(request);
@@ -145,16 +188,12 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
       UnlinkOp op;
       op.parent = r->parent;
       op.name = r->name;
-      auto applied = db_->Mutate(op);
-      if (!applied.ok()) return RpcReply::Error(applied.status());
-      return RpcReply::Ok(type);
+      return Mutation(type, op);
     }
     case MessageType::kRmdir: {
       auto r = Decode<NameRequest>(request);
       if (!r.ok()) return RpcReply::Error(r.status());
-      auto applied = db_->Mutate(RmdirOp{r->parent, r->name, 0});
-      if (!applied.ok()) return RpcReply::Error(applied.status());
-      return RpcReply::Ok(type);
+      return Mutation(type, RmdirOp{r->parent, r->name, 0});
     }
     case MessageType::kRename: {
       auto r = Decode<RenameRequest>(request);
@@ -165,9 +204,7 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
       op.new_parent = r->new_parent;
       op.new_name = r->new_name;
       op.flags = r->flags;
-      auto applied = db_->Mutate(op);
-      if (!applied.ok()) return RpcReply::Error(applied.status());
-      return RpcReply::Ok(type);
+      return Mutation(type, op);
     }
     case MessageType::kReadlink: {
       auto r = Decode<InoRequest>(request);
@@ -196,9 +233,7 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
       op.name = r->name;
       op.value = r->value;
       op.flags = r->flags;
-      auto applied = db_->Mutate(op);
-      if (!applied.ok()) return RpcReply::Error(applied.status());
-      return RpcReply::Ok(type);
+      return Mutation(type, op);
     }
     case MessageType::kGetXattr: {
       auto r = Decode<XattrRequest>(request);
@@ -254,6 +289,10 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
     case MessageType::kGetShardTable: {
       auto r = Decode<GetShardTableRequest>(request);
       if (!r.ok()) return RpcReply::Error(r.status());
+      if (r->open) {
+        Status st = db_->OpenFile(r->ino);
+        if (!st.ok()) return RpcReply::Error(st);
+      }
       return GetShardTable(*r);
     }
     case MessageType::kSetReplicas: {

@@ -49,6 +49,10 @@ class RegistryNamespace : public NamespaceService {
 
  private:
   RpcReply Mutation(MessageType type, NamespaceOp op);
+  // The reply to an applied mutation: its attributes, if any, and those of
+  // `dirs` as they are now (EncodeChangedDirs).
+  RpcReply MutationReply(MessageType type, const ApplyResult& applied,
+                         const std::vector<uint64_t>& dirs);
   RpcReply AllocateShards(const AllocateShardsRequest& request);
   RpcReply GetShardTable(const GetShardTableRequest& request);
   RpcReply StatFs();

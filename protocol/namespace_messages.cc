@@ -80,6 +80,26 @@ Result<InodeAttrs> DecodeAttrs(const FieldReader& r) {
   return a;
 }
 
+void EncodeChangedDirs(FieldWriter& w, const std::vector<InodeAttrs>& dirs) {
+  std::vector<FieldWriter> maps;
+  for (const auto& d : dirs) maps.push_back(AttrsFields(d));
+  w.MapArray("dirs", maps);
+}
+
+Result<std::vector<InodeAttrs>> DecodeChangedDirs(const FieldReader& r) {
+  std::vector<InodeAttrs> dirs;
+  if (!r.Has("dirs")) return dirs;
+  SHARDFS_ASSIGN_OR_RETURN(std::vector<FieldReader> maps, r.MapArray("dirs", kMaxChangedDirs));
+  for (const auto& m : maps) {
+    SHARDFS_ASSIGN_OR_RETURN(InodeAttrs a, DecodeAttrs(m));
+    if (a.type != FileType::kDirectory) {
+      return Status::Error(ErrorCode::kBadMessage, "a changed directory that is not a directory");
+    }
+    dirs.push_back(a);
+  }
+  return dirs;
+}
+
 Result<AttrReply> AttrReply::Decode(const FieldReader& r) {
   SHARDFS_ASSIGN_OR_RETURN(InodeAttrs a, DecodeAttrs(r));
   return AttrReply{a};
@@ -151,6 +171,7 @@ FieldWriter MknodRequest::Encode() const {
       .U64("rdev", rdev)
       .U64("shardsize", shard_size)
       .U64("goal", replication_goal);
+  if (open) w.Bool("open", true);
   return w;
 }
 
@@ -170,6 +191,7 @@ Result<MknodRequest> MknodRequest::Decode(const FieldReader& r) {
   }
   m.shard_size = static_cast<uint32_t>(shard_size);
   m.replication_goal = static_cast<uint32_t>(goal);
+  SHARDFS_ASSIGN_OR_RETURN(m.open, r.OptBool("open", false));
   return m;
 }
 
@@ -456,6 +478,7 @@ Result<CommitShardsRequest> CommitShardsRequest::Decode(const FieldReader& r) {
 FieldWriter GetShardTableRequest::Encode() const {
   FieldWriter w;
   w.U64("ino", ino).U64("first", first).U64("count", count);
+  if (open) w.Bool("open", true);
   return w;
 }
 
@@ -465,6 +488,7 @@ Result<GetShardTableRequest> GetShardTableRequest::Decode(const FieldReader& r) 
   SHARDFS_ASSIGN_OR_RETURN(m.first, U32(r, "first"));
   SHARDFS_ASSIGN_OR_RETURN(uint64_t count, r.U64("count", kMaxShardsPerMessage));
   m.count = static_cast<uint32_t>(count);
+  SHARDFS_ASSIGN_OR_RETURN(m.open, r.OptBool("open", false));
   return m;
 }
 

@@ -30,6 +30,16 @@ void EncodeAttrs(FieldWriter& w, const InodeAttrs& a);
 Result<InodeAttrs> DecodeAttrs(const FieldReader& r);
 FieldWriter AttrsFields(const InodeAttrs& a);
 
+// The directories a namespace mutation changed (added, removed or moved a
+// name in), with their attributes after it. The registry adds them to the
+// reply of every such mutation under "dirs", so a mount can answer the
+// kernel's next GETATTR of the directory (the kernel drops its cached
+// attributes after each change) without another round trip.
+inline constexpr size_t kMaxChangedDirs = 2;
+void EncodeChangedDirs(FieldWriter& w, const std::vector<InodeAttrs>& dirs);
+// Absent: none. Present and malformed: an error.
+Result<std::vector<InodeAttrs>> DecodeChangedDirs(const FieldReader& r);
+
 // Most replies: the attributes of the inode concerned.
 struct AttrReply {
   InodeAttrs attrs;
@@ -80,6 +90,8 @@ struct MknodRequest {  // regular files, fifos, sockets, devices; and mkdir
   uint64_t rdev = 0;
   uint32_t shard_size = 0;        // 0: the cluster default
   uint32_t replication_goal = 0;  // 0: the cluster default
+  // Also open the new file (as kOpen does), so create+open is one round trip.
+  bool open = false;
   FieldWriter Encode() const;
   static Result<MknodRequest> Decode(const FieldReader& r);
 };
@@ -205,6 +217,8 @@ struct GetShardTableRequest {
   uint64_t ino = 0;
   uint32_t first = 0;
   uint32_t count = 1024;
+  // Also open the file (as kOpen does), so open+table is one round trip.
+  bool open = false;
   FieldWriter Encode() const;
   static Result<GetShardTableRequest> Decode(const FieldReader& r);
 };

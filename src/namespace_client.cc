@@ -61,9 +61,15 @@ Result<RpcResponse> NamespaceClient::Read(MessageType type, const FieldWriter& f
 Result<RpcResponse> NamespaceClient::Mutate(MessageType type, const FieldWriter& fields) {
   // kUnavailable: never sent, so never applied: safe to send again. A
   // timeout may have been applied, so a mutation is not repeated after one.
-  return CallWithBudget(type, fields, [](const Status& status) {
+  auto r = CallWithBudget(type, fields, [](const Status& status) {
     return IsNotConnected(status) || status.code() == ErrorCode::kBusy;
   });
+  if (r.ok() && changed_dirs_listener_) {
+    // A malformed list only costs the listener its hint; the call worked.
+    auto dirs = DecodeChangedDirs(r->header.fields);
+    if (dirs.ok() && !dirs->empty()) changed_dirs_listener_(*dirs);
+  }
+  return r;
 }
 
 Result<InodeAttrs> NamespaceClient::AttrsOf(Result<RpcResponse> response) {
@@ -171,6 +177,14 @@ Result<ShardTableReply> NamespaceClient::GetShardTable(uint64_t ino, uint32_t fi
                                                        uint32_t count) {
   SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Read(MessageType::kGetShardTable,
                                                GetShardTableRequest{ino, first, count}.Encode()));
+  return ShardTableReply::Decode(r.header.fields);
+}
+
+Result<ShardTableReply> NamespaceClient::OpenWithTable(uint64_t ino, uint32_t count) {
+  GetShardTableRequest request{ino, 0, count};
+  request.open = true;
+  // A mutation: a resent open would count the file open twice.
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Mutate(MessageType::kGetShardTable, request.Encode()));
   return ShardTableReply::Decode(r.header.fields);
 }
 

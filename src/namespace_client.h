@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <zmq.hpp>
@@ -41,6 +42,14 @@ class NamespaceClient {
 
   const std::string& endpoint() const { return channel_.endpoint(); }
 
+  // Called (on the calling thread) with the directories a mutation changed,
+  // as the registry reports them after it (EncodeChangedDirs). Set before
+  // the client is shared between threads.
+  using ChangedDirsListener = std::function<void(const std::vector<InodeAttrs>&)>;
+  void set_changed_dirs_listener(ChangedDirsListener listener) {
+    changed_dirs_listener_ = std::move(listener);
+  }
+
   Result<InodeAttrs> Lookup(uint64_t parent, const std::string& name);
   Result<InodeAttrs> GetAttr(uint64_t ino);
   Result<InodeAttrs> SetAttr(const SetAttrRequest& request);
@@ -64,6 +73,8 @@ class NamespaceClient {
   Result<AllocateShardsReply> AllocateShards(const AllocateShardsRequest& request);
   Result<InodeAttrs> CommitShards(const CommitShardsRequest& request);
   Result<ShardTableReply> GetShardTable(uint64_t ino, uint32_t first, uint32_t count);
+  // The first page of the table and Open() in one round trip.
+  Result<ShardTableReply> OpenWithTable(uint64_t ino, uint32_t count);
   Status SetReplicas(const SetReplicasRequest& request);
   // Tells the registry that node `node_id`'s replica of `key` failed its
   // checksum, so it is dropped and the shard repaired. Within
@@ -87,6 +98,7 @@ class NamespaceClient {
 
   RpcChannel channel_;
   const Options options_;
+  ChangedDirsListener changed_dirs_listener_;
   std::atomic<bool> unreachable_{false};
 };
 

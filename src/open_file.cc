@@ -105,19 +105,27 @@ void DirtyRanges::Overlay(uint64_t offset, std::span<char> out) const {
 
 // ---- OpenFile ----
 
-Result<std::shared_ptr<OpenFile>> OpenFile::Load(DataPath& data_path, uint64_t ino) {
+Result<std::shared_ptr<OpenFile>> OpenFile::Load(DataPath& data_path, uint64_t ino, bool open) {
   std::shared_ptr<OpenFile> file(new OpenFile(data_path, ino));
   std::unique_lock<std::shared_mutex> lock(file->mu_);
-  SHARDFS_RETURN_IF_ERROR(file->LoadLocked());
+  SHARDFS_RETURN_IF_ERROR(file->LoadLocked(open));
   return file;
 }
 
-Status OpenFile::LoadLocked() {
+std::shared_ptr<OpenFile> OpenFile::Created(DataPath& data_path, const InodeAttrs& attrs) {
+  std::shared_ptr<OpenFile> file(new OpenFile(data_path, attrs.ino));
+  file->attrs_ = attrs;
+  return file;
+}
+
+Status OpenFile::LoadLocked(bool open) {
   std::map<uint32_t, ShardEntry> table;
   InodeAttrs attrs;
   uint32_t first = 0;
   while (true) {
-    SHARDFS_ASSIGN_OR_RETURN(ShardTableReply page, dp_.ns->GetShardTable(ino_, first, kTablePage));
+    SHARDFS_ASSIGN_OR_RETURN(ShardTableReply page,
+                             first == 0 && open ? dp_.ns->OpenWithTable(ino_, kTablePage)
+                                                : dp_.ns->GetShardTable(ino_, first, kTablePage));
     attrs = page.attrs;
     dp_.directory->Learn(page.nodes);
     for (auto& e : page.shards) table[e.index] = std::move(e);
@@ -134,12 +142,12 @@ Status OpenFile::LoadLocked() {
   return Status::Ok();
 }
 
-Status OpenFile::Refresh() {
+Status OpenFile::Refresh(bool open) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   if (!dirty_.empty() || !stored_.empty() || !storing_.empty() || size_changed_) {
-    return Status::Ok();
+    return open ? dp_.ns->Open(ino_).status() : Status::Ok();
   }
-  return LoadLocked();
+  return LoadLocked(open);
 }
 
 InodeAttrs OpenFile::attrs() const {
@@ -724,7 +732,7 @@ Status OpenFile::Truncate(uint64_t size) {
   req.size = size;
   SHARDFS_ASSIGN_OR_RETURN(InodeAttrs attrs, dp_.ns->SetAttr(req));
   (void)attrs;
-  return LoadLocked();
+  return LoadLocked(false);
 }
 
 }  // namespace shardfs

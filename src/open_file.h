@@ -104,7 +104,12 @@ class DirtyRanges {
 // shared_ptr, so the object outlives them).
 class OpenFile : public std::enable_shared_from_this<OpenFile> {
  public:
-  static Result<std::shared_ptr<OpenFile>> Load(DataPath& data_path, uint64_t ino);
+  // Fetches attributes and shard table. With `open`, the same round trip
+  // opens the file at the registry (NamespaceClient::Open).
+  static Result<std::shared_ptr<OpenFile>> Load(DataPath& data_path, uint64_t ino,
+                                                bool open = false);
+  // A file this client has just created (and opened): empty, nothing to fetch.
+  static std::shared_ptr<OpenFile> Created(DataPath& data_path, const InodeAttrs& attrs);
 
   // Reads up to `length` bytes at `offset` (fewer at the end of the file).
   Result<std::string> Read(uint64_t offset, uint64_t length);
@@ -114,7 +119,8 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // Flushes, then sets the size at the registry and reloads the table.
   Status Truncate(uint64_t size);
   // Reloads attributes and table from the registry, if nothing is dirty.
-  Status Refresh();
+  // With `open`, also opens the file at the registry, reloaded or not.
+  Status Refresh(bool open = false);
 
   uint64_t ino() const { return ino_; }
   InodeAttrs attrs() const;
@@ -133,7 +139,7 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   };
 
   OpenFile(DataPath& data_path, uint64_t ino) : dp_(data_path), ino_(ino) {}
-  Status LoadLocked();
+  Status LoadLocked(bool open);
   // These may wait for stores in flight, releasing `lock` meanwhile.
   Status StoreShardLocked(Lock& lock, uint32_t index, bool sync);
   Status StoreAllLocked(Lock& lock, bool sync);

@@ -953,6 +953,90 @@ TEST_F(RegistryNamespaceTest, OpenUnlinkedFileKeepsItsShardTableUntilRelease) {
   EXPECT_CODE(client_->GetAttr(b.ino), ErrorCode::kNotFound);
 }
 
+// Create-and-open and open-with-table take the open ref in the same round
+// trip, so an unlink right after keeps the file until its release.
+TEST_F(RegistryNamespaceTest, CreateAndOpenAndOpenWithTableKeepUnlinkedFiles) {
+  MknodRequest create = File(kRootIno, "made-open");
+  create.open = true;
+  auto made = client_->Mknod(create);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  ASSERT_TRUE(client_->Unlink(kRootIno, "made-open").ok());
+  EXPECT_EQ(client_->GetAttr(made->ino)->nlink, 0u) << "created open: kept as an orphan";
+  ASSERT_TRUE(client_->Release(made->ino).ok());
+  EXPECT_CODE(client_->GetAttr(made->ino), ErrorCode::kNotFound);
+
+  InodeAttrs f = MustMknod(File(kRootIno, "table-open"));
+  CommitShardsRequest commit;
+  commit.ino = f.ino;
+  commit.size = 1000;
+  commit.shards = {ShardEntry{0, 1, 1000, 42, {kFakeNodeIds[0], kFakeNodeIds[1]}}};
+  ASSERT_TRUE(client_->CommitShards(commit).ok());
+  auto table = client_->OpenWithTable(f.ino, 16);
+  ASSERT_TRUE(table.ok()) << table.status().ToString();
+  EXPECT_EQ(table->attrs.size, 1000u);
+  EXPECT_EQ(table->shards, commit.shards);
+  ASSERT_TRUE(client_->Unlink(kRootIno, "table-open").ok());
+  EXPECT_TRUE(client_->GetShardTable(f.ino, 0, 10).ok()) << "opened with its table: kept";
+  ASSERT_TRUE(client_->Release(f.ino).ok());
+  EXPECT_CODE(client_->GetAttr(f.ino), ErrorCode::kNotFound);
+  // A plain table read opens nothing.
+  InodeAttrs g = MustMknod(File(kRootIno, "table-only"));
+  ASSERT_TRUE(client_->GetShardTable(g.ino, 0, 10).ok());
+  ASSERT_TRUE(client_->Unlink(kRootIno, "table-only").ok());
+  EXPECT_CODE(client_->GetAttr(g.ino), ErrorCode::kNotFound);
+  EXPECT_CODE(client_->OpenWithTable(g.ino, 16), ErrorCode::kNotFound);
+}
+
+// Every change of a name reports the directories it changed, as they are
+// after it: what the mount answers the kernel's next GETATTR with.
+TEST_F(RegistryNamespaceTest, NameChangesReportTheChangedDirectories) {
+  NamespaceClient reporting(ctx_, Endpoint(), NamespaceClient::Options());
+  std::vector<InodeAttrs> seen;
+  reporting.set_changed_dirs_listener([&](const std::vector<InodeAttrs>& dirs) {
+    seen.insert(seen.end(), dirs.begin(), dirs.end());
+  });
+  auto expect_reported = [&](std::vector<uint64_t> inos, const char* what) {
+    std::vector<uint64_t> got;
+    for (const auto& d : seen) {
+      got.push_back(d.ino);
+      EXPECT_EQ(d.type, FileType::kDirectory) << what;
+      auto now = client_->GetAttr(d.ino);
+      ASSERT_TRUE(now.ok()) << what;
+      EXPECT_EQ(d, *now) << what << ": the attributes after the change";
+    }
+    EXPECT_EQ(got, inos) << what;
+    seen.clear();
+  };
+  auto a = reporting.Mkdir(Dir(kRootIno, "dirs-a"));
+  ASSERT_TRUE(a.ok());
+  expect_reported({kRootIno}, "mkdir");
+  auto b = reporting.Mkdir(Dir(kRootIno, "dirs-b"));
+  ASSERT_TRUE(b.ok());
+  seen.clear();
+  auto f = reporting.Mknod(File(a->ino, "f"));
+  ASSERT_TRUE(f.ok());
+  expect_reported({a->ino}, "mknod");
+  ASSERT_TRUE(reporting.Link(f->ino, b->ino, "g").ok());
+  expect_reported({b->ino}, "link");
+  ASSERT_TRUE(reporting.Symlink(SymlinkRequest{a->ino, "s", "f", {1000, 100}}).ok());
+  expect_reported({a->ino}, "symlink");
+  ASSERT_TRUE(reporting.Rename(Move(a->ino, "f", a->ino, "f2")).ok());
+  expect_reported({a->ino}, "rename in one directory");
+  ASSERT_TRUE(reporting.Rename(Move(a->ino, "f2", b->ino, "f3")).ok());
+  expect_reported({a->ino, b->ino}, "rename across directories");
+  ASSERT_TRUE(reporting.Unlink(b->ino, "f3").ok());
+  expect_reported({b->ino}, "unlink");
+  ASSERT_TRUE(reporting.Unlink(a->ino, "s").ok());
+  ASSERT_TRUE(reporting.Unlink(b->ino, "g").ok());
+  seen.clear();
+  ASSERT_TRUE(reporting.Rmdir(kRootIno, "dirs-b").ok());
+  expect_reported({kRootIno}, "rmdir");
+  // Failed changes and reads report nothing.
+  EXPECT_CODE(reporting.Unlink(a->ino, "missing"), ErrorCode::kNotFound);
+  ASSERT_TRUE(reporting.GetAttr(a->ino).ok());
+  EXPECT_TRUE(seen.empty());
+}
+
 TEST_F(RegistryNamespaceTest, StatFsCountsInodesAndNodes) {
   auto empty = client_->StatFs();
   ASSERT_TRUE(empty.ok()) << empty.status().ToString();
