@@ -394,7 +394,10 @@ void ShardFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!st.ok()) {
     // Not-found and unreachable registries opened nothing; anything else
     // may have, and an extra release of an unopened file is harmless.
-    if (st.code() != ErrorCode::kNotFound) (void)ns_->Release(ino);
+    if (st.code() != ErrorCode::kNotFound) {
+      spdlog::warn("open of inode {} failed: {}", ino, st.ToString());
+      (void)ns_->Release(ino);
+    }
     return ReplyStatus(req, st);
   }
   fuse_reply_open(req, fi);
@@ -410,11 +413,11 @@ void ShardFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   r.mode = CreateMode(req, mode);
   r.caller = CallerOf(req);
   r.replication_goal = options_.replicas;
-  r.open = true;  // create and open in one round trip
-  auto attrs = ns_->Mknod(r);
-  if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  auto created = ns_->CreateAndOpen(r);  // one round trip
+  if (!created.ok()) return ReplyStatus(req, created.status());
+  const InodeAttrs* attrs = &created->attrs;
   xattr_absent_.NoteNoXattrs(attrs->ino);
-  Status st = OpenHandle(attrs->ino, fi, OpenFile::Created(data_path_, *attrs));
+  Status st = OpenHandle(attrs->ino, fi, OpenFile::Created(data_path_, *created));
   if (!st.ok()) {
     (void)ns_->Release(attrs->ino);
     return ReplyStatus(req, st);

@@ -164,7 +164,14 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
       }
       Status opened = db_->OpenFile(applied->attrs->ino);
       if (!opened.ok()) return RpcReply::Error(opened);
-      return MutationReply(type, *applied, {op.parent});
+      RpcReply reply = MutationReply(type, *applied, {op.parent});
+      if (op.type == FileType::kRegular) {
+        // Its first shard is placed now: a small file's first store then
+        // needs no round trip of its own. Without nodes, the store asks.
+        auto placed = PlaceShards(*applied->attrs, {0});
+        if (placed.ok()) EncodeFirstShard(reply.fields, *placed);
+      }
+      return reply;
     }
     case MessageType::kSymlink: {
       auto r = Decode<SymlinkRequest>(request);
@@ -333,11 +340,17 @@ std::vector<NodeAddress> RegistryNamespace::AddressesOf(const std::vector<std::s
 RpcReply RegistryNamespace::AllocateShards(const AllocateShardsRequest& request) {
   auto attrs = db_->store().GetAttr(request.ino);
   if (!attrs.ok()) return RpcReply::Error(attrs.status());
-  if (attrs->type != FileType::kRegular) {
-    return RpcReply::Error(Status::Error(ErrorCode::kInvalidArgument, "not a regular file"));
+  auto placed = PlaceShards(*attrs, request.indexes);
+  if (!placed.ok()) return RpcReply::Error(placed.status());
+  return RpcReply::Ok(MessageType::kAllocateShards, placed->Encode());
+}
+
+Result<AllocateShardsReply> RegistryNamespace::PlaceShards(const InodeAttrs& file,
+                                                           const std::vector<uint32_t>& indexes) {
+  if (file.type != FileType::kRegular) {
+    return Status::Error(ErrorCode::kInvalidArgument, "not a regular file");
   }
-  const uint32_t goal =
-      attrs->replication_goal ? attrs->replication_goal : options_.default_replicas;
+  const uint32_t goal = file.replication_goal ? file.replication_goal : options_.default_replicas;
   const uint32_t min_replicas = std::min<uint32_t>(2, goal);
   ClusterMap map = membership_->Map();
   std::vector<PlacementCandidate> candidates;
@@ -349,25 +362,23 @@ RpcReply RegistryNamespace::AllocateShards(const AllocateShardsRequest& request)
   AllocateShardsReply reply;
   reply.min_replicas = min_replicas;
   std::vector<std::string> named;
-  for (uint32_t index : request.indexes) {
-    auto generation = NextGeneration();
-    if (!generation.ok()) return RpcReply::Error(generation.status());
+  for (uint32_t index : indexes) {
+    SHARDFS_ASSIGN_OR_RETURN(uint64_t generation, NextGeneration());
     ShardPlacement p;
     p.index = index;
-    p.generation = *generation;
-    p.replicas = PlaceShard(ShardKey{request.ino, index, *generation}, candidates, goal,
+    p.generation = generation;
+    p.replicas = PlaceShard(ShardKey{file.ino, index, generation}, candidates, goal,
                             options_.default_shard_size);
     if (p.replicas.size() < min_replicas) {
-      return RpcReply::Error(
-          Status::Error(ErrorCode::kUnavailable, std::to_string(p.replicas.size()) +
-                                                     " live nodes can take data, " +
-                                                     std::to_string(min_replicas) + " needed"));
+      return Status::Error(ErrorCode::kUnavailable, std::to_string(p.replicas.size()) +
+                                                        " live nodes can take data, " +
+                                                        std::to_string(min_replicas) + " needed");
     }
     named.insert(named.end(), p.replicas.begin(), p.replicas.end());
     reply.placements.push_back(std::move(p));
   }
   reply.nodes = AddressesOf(named);
-  return RpcReply::Ok(MessageType::kAllocateShards, reply.Encode());
+  return reply;
 }
 
 RpcReply RegistryNamespace::GetShardTable(const GetShardTableRequest& request) {

@@ -54,6 +54,9 @@ class RegistryNamespace : public NamespaceService {
   RpcReply MutationReply(MessageType type, const ApplyResult& applied,
                          const std::vector<uint64_t>& dirs);
   RpcReply AllocateShards(const AllocateShardsRequest& request);
+  // New generations of `indexes` of `file`, placed on live nodes.
+  Result<AllocateShardsReply> PlaceShards(const InodeAttrs& file,
+                                          const std::vector<uint32_t>& indexes);
   RpcReply GetShardTable(const GetShardTableRequest& request);
   RpcReply StatFs();
   RpcReply SetReplicas(const SetReplicasRequest& request);

@@ -100,6 +100,24 @@ Result<std::vector<InodeAttrs>> DecodeChangedDirs(const FieldReader& r) {
   return dirs;
 }
 
+void EncodeFirstShard(FieldWriter& w, const AllocateShardsReply& placed) {
+  w.Map("first", placed.Encode());
+}
+
+Result<CreateReply> CreateReply::Decode(const FieldReader& r) {
+  CreateReply m;
+  SHARDFS_ASSIGN_OR_RETURN(m.attrs, DecodeAttrs(r));
+  if (r.Has("first")) {
+    SHARDFS_ASSIGN_OR_RETURN(FieldReader first, r.Map("first"));
+    SHARDFS_ASSIGN_OR_RETURN(AllocateShardsReply placed, AllocateShardsReply::Decode(first));
+    if (placed.placements.size() != 1 || placed.placements[0].index != 0) {
+      return Status::Error(ErrorCode::kBadMessage, "a first-shard placement for another shard");
+    }
+    m.first_shard = std::move(placed);
+  }
+  return m;
+}
+
 Result<AttrReply> AttrReply::Decode(const FieldReader& r) {
   SHARDFS_ASSIGN_OR_RETURN(InodeAttrs a, DecodeAttrs(r));
   return AttrReply{a};

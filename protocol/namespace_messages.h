@@ -203,6 +203,17 @@ struct AllocateShardsReply {
   static Result<AllocateShardsReply> Decode(const FieldReader& r);
 };
 
+// The reply to a create-and-open (MknodRequest::open) of a regular file: its
+// attributes, and a placement for its first shard made at once ("first"), so
+// a small file's first store needs no AllocateShards round trip. The
+// placement is absent when no nodes could take it; the store then asks.
+struct CreateReply {
+  InodeAttrs attrs;
+  std::optional<AllocateShardsReply> first_shard;
+  static Result<CreateReply> Decode(const FieldReader& r);
+};
+void EncodeFirstShard(FieldWriter& w, const AllocateShardsReply& placed);
+
 // Makes new shard generations current, with the file's new size, in one step.
 struct CommitShardsRequest {
   uint64_t ino = 0;

@@ -93,6 +93,12 @@ Result<InodeAttrs> NamespaceClient::Mknod(const MknodRequest& request) {
   return AttrsOf(Mutate(MessageType::kMknod, request.Encode()));
 }
 
+Result<CreateReply> NamespaceClient::CreateAndOpen(MknodRequest request) {
+  request.open = true;
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Mutate(MessageType::kMknod, request.Encode()));
+  return CreateReply::Decode(r.header.fields);
+}
+
 Result<InodeAttrs> NamespaceClient::Mkdir(const MknodRequest& request) {
   return AttrsOf(Mutate(MessageType::kMkdir, request.Encode()));
 }

@@ -54,6 +54,8 @@ class NamespaceClient {
   Result<InodeAttrs> GetAttr(uint64_t ino);
   Result<InodeAttrs> SetAttr(const SetAttrRequest& request);
   Result<InodeAttrs> Mknod(const MknodRequest& request);
+  // Mknod of a regular file that also opens it and places its first shard.
+  Result<CreateReply> CreateAndOpen(MknodRequest request);
   Result<InodeAttrs> Mkdir(const MknodRequest& request);
   Result<InodeAttrs> Symlink(const SymlinkRequest& request);
   Result<InodeAttrs> Link(uint64_t ino, uint64_t new_parent, const std::string& new_name);

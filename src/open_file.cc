@@ -112,9 +112,11 @@ Result<std::shared_ptr<OpenFile>> OpenFile::Load(DataPath& data_path, uint64_t i
   return file;
 }
 
-std::shared_ptr<OpenFile> OpenFile::Created(DataPath& data_path, const InodeAttrs& attrs) {
-  std::shared_ptr<OpenFile> file(new OpenFile(data_path, attrs.ino));
-  file->attrs_ = attrs;
+std::shared_ptr<OpenFile> OpenFile::Created(DataPath& data_path, CreateReply created) {
+  std::shared_ptr<OpenFile> file(new OpenFile(data_path, created.attrs.ino));
+  file->attrs_ = created.attrs;
+  file->placed_at_create_ = std::move(created.first_shard);
+  file->placed_at_create_unused_ = file->placed_at_create_.has_value();
   return file;
 }
 
@@ -379,8 +381,22 @@ void OpenFile::BackgroundStore(uint32_t index, std::shared_ptr<const std::string
 }
 
 Result<ShardEntry> OpenFile::PutFull(uint32_t index, std::string_view data, bool sync) {
+  if (index == 0 && placed_at_create_unused_.exchange(false)) {
+    auto stored = PutPlaced(index, data, sync, *placed_at_create_);
+    if (stored.ok()) return stored;
+    // Placed at create, on nodes that may have gone since: ask afresh.
+    spdlog::info(
+        "storing shard 0 of inode {} where it was placed at create failed ({}); "
+        "placing it again",
+        ino_, stored.status().ToString());
+  }
   SHARDFS_ASSIGN_OR_RETURN(AllocateShardsReply alloc,
                            dp_.ns->AllocateShards(AllocateShardsRequest{ino_, {index}}));
+  return PutPlaced(index, data, sync, alloc);
+}
+
+Result<ShardEntry> OpenFile::PutPlaced(uint32_t index, std::string_view data, bool sync,
+                                       const AllocateShardsReply& alloc) {
   if (alloc.placements.size() != 1 || alloc.placements[0].index != index) {
     return Status::Error(ErrorCode::kInternal, "registry placed other shards than asked");
   }

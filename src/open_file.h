@@ -33,6 +33,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -40,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <string>
@@ -108,8 +110,9 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // opens the file at the registry (NamespaceClient::Open).
   static Result<std::shared_ptr<OpenFile>> Load(DataPath& data_path, uint64_t ino,
                                                 bool open = false);
-  // A file this client has just created (and opened): empty, nothing to fetch.
-  static std::shared_ptr<OpenFile> Created(DataPath& data_path, const InodeAttrs& attrs);
+  // A file this client has just created (and opened): empty, nothing to
+  // fetch, and perhaps with its first shard placed already.
+  static std::shared_ptr<OpenFile> Created(DataPath& data_path, CreateReply created);
 
   // Reads up to `length` bytes at `offset` (fewer at the end of the file).
   Result<std::string> Read(uint64_t offset, uint64_t length);
@@ -153,6 +156,8 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // Puts a whole shard on freshly placed nodes. Reads no guarded state, so
   // it runs without mu_ held (background stores).
   Result<ShardEntry> PutFull(uint32_t index, std::string_view data, bool sync);
+  Result<ShardEntry> PutPlaced(uint32_t index, std::string_view data, bool sync,
+                               const AllocateShardsReply& alloc);
   Status StoreFullLocked(uint32_t index, std::string data, bool sync);
   void RecordStoredLocked(ShardEntry entry, bool sync);
   Status CommitLocked();
@@ -185,6 +190,10 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
 
   DataPath& dp_;
   const uint64_t ino_;
+  // The placement the registry made for shard 0 at create, set before the
+  // object is shared and used by the first store of shard 0 only.
+  std::optional<AllocateShardsReply> placed_at_create_;
+  std::atomic<bool> placed_at_create_unused_{false};
   mutable std::shared_mutex mu_;
   InodeAttrs attrs_;                       // guarded by mu_; size includes unflushed writes
   std::map<uint32_t, ShardEntry> table_;   // guarded by mu_; committed or stored entries

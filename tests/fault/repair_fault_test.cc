@@ -104,7 +104,10 @@ class RepairFaultTest : public ::testing::Test {
 
   static std::optional<uint64_t> HashFile(const std::string& path) {
     int fd = open(path.c_str(), O_RDONLY);
-    if (fd < 0) return std::nullopt;
+    if (fd < 0) {
+      std::printf("open %s: %s\n", path.c_str(), strerror(errno));
+      return std::nullopt;
+    }
     XXH3_state_t* state = XXH3_createState();
     XXH3_64bits_reset(state);
     std::string buf(1 << 20, '\0');
@@ -112,6 +115,7 @@ class RepairFaultTest : public ::testing::Test {
     while ((n = read(fd, buf.data(), buf.size())) > 0) {
       XXH3_64bits_update(state, buf.data(), static_cast<size_t>(n));
     }
+    if (n < 0) std::printf("read %s: %s\n", path.c_str(), strerror(errno));
     close(fd);
     uint64_t h = XXH3_64bits_digest(state);
     XXH3_freeState(state);
