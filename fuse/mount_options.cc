@@ -36,6 +36,9 @@ Status ApplyOption(const std::string& option, MountOptions* out) {
     SHARDFS_ASSIGN_OR_RETURN(out->attr_timeout, ParseSeconds(key, value));
   } else if (key == "entry_timeout") {
     SHARDFS_ASSIGN_OR_RETURN(out->entry_timeout, ParseSeconds(key, value));
+  } else if (key == "sync_after") {
+    SHARDFS_ASSIGN_OR_RETURN(out->sync_after, ParseSeconds(key, value));
+    if (out->sync_after < 0.1) return Bad("sync_after takes seconds from 0.1 to 3600");
   } else if (key == "replicas") {
     int n = std::atoi(value.c_str());
     if (n < 1 || n > 16) return Bad("replicas takes 1 to 16");
@@ -97,7 +100,7 @@ std::string MountUsage() {
          "  --log-file FILE     log here (default: stderr with -f, else syslog)\n"
          "  -o OPTS             comma-separated: ro, allow_other, attr_timeout=S,\n"
          "                      entry_timeout=S, replicas=N, registry=EP, key=FILE,\n"
-         "                      insecure, debug\n"
+         "                      sync_after=S, insecure, debug\n"
          "  -h, --help          this text\n";
 }
 

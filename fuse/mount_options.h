@@ -25,6 +25,8 @@ struct MountOptions {
   double attr_timeout = 1.0;
   double entry_timeout = 1.0;
   unsigned replicas = 0;  // replication goal for new files; 0: the cluster's
+  // Shards stored without fsync are made durable this long after (seconds).
+  double sync_after = 30.0;
   std::string log_level = "info";
   std::string log_file;  // empty: stderr in the foreground, syslog in the background
   bool debug_fuse = false;

@@ -82,6 +82,9 @@ ShardFs::ShardFs(const MountOptions& options, std::string registry_endpoint)
     : options_(options),
       registry_endpoint_(std::move(registry_endpoint)),
       latency_(std::chrono::milliseconds(20), std::chrono::milliseconds(2000)),
+      unsynced_(UnsyncedShards::Limits{std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::duration<double>(options.sync_after)),
+                                       UnsyncedShards::Limits().max_shards}),
       xattr_absent_(std::chrono::duration_cast<std::chrono::nanoseconds>(
           std::chrono::duration<double>(options.attr_timeout))),
       dir_attrs_(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -106,12 +109,15 @@ void ShardFs::Start() {
   data_path_.stores = &*stores_;
   data_path_.fetches = &*fetches_;
   data_path_.read_ahead = &read_ahead_;
+  data_path_.unsynced = &unsynced_;
+  syncer_.emplace(unsynced_, *nodes_, directory_);
 }
 
 ShardFs::~ShardFs() {
   // The pools finish their tasks while the clients those use still exist.
   stores_.reset();
   fetches_.reset();
+  syncer_.reset();
   // Clients close their sockets before the context is terminated.
   nodes_.reset();
   ns_.reset();
@@ -127,6 +133,11 @@ void ShardFs::FlushAll() {
   for (auto& f : files) {
     Status st = f->Flush(true);
     if (!st.ok()) spdlog::error("flushing inode {} failed: {}", f->ino(), st.ToString());
+  }
+  // Also what was written through descriptors closed since, as a local
+  // file system makes everything durable at unmount.
+  if (syncer_) {
+    if (Status st = syncer_->SyncAll(); !st.ok()) spdlog::error("{}", st.ToString());
   }
 }
 

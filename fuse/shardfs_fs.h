@@ -18,6 +18,7 @@
 #include <string>
 
 #include "fuse/mount_options.h"
+#include "src/background_syncer.h"
 #include "src/dir_attr_cache.h"
 #include "src/latency_tracker.h"
 #include "src/namespace_client.h"
@@ -46,7 +47,8 @@ class ShardFs {
   // The operation table to hand to fuse_session_new(); userdata is `this`.
   static const fuse_lowlevel_ops* Operations();
 
-  // Stores and commits every file with unflushed writes (unmount, SIGTERM).
+  // Stores and commits every file with unflushed writes and makes every
+  // shard durable (unmount, SIGTERM).
   void FlushAll();
   // The session, for cache invalidations; set before the loop starts.
   void set_session(fuse_session* session) { session_ = session; }
@@ -113,6 +115,10 @@ class ShardFs {
   // Start() on; destroyed before the clients their tasks use.
   std::optional<TaskPool> stores_;
   std::optional<TaskPool> fetches_;
+  // Shards stored without sync, per inode, until an fsync of any descriptor
+  // or the background syncer (from Start() on) makes them durable.
+  UnsyncedShards unsynced_;
+  std::optional<BackgroundSyncer> syncer_;
   DataPath data_path_;
   XattrNegativeCache xattr_absent_;
   DirAttrCache dir_attrs_;

@@ -438,7 +438,7 @@ Status OpenFile::StoreFullLocked(uint32_t index, std::string data, bool sync) {
 }
 
 void OpenFile::RecordStoredLocked(ShardEntry entry, bool sync) {
-  if (!sync) unsynced_[KeyOf(ino_, entry)] = entry.replicas;
+  unsynced_->Stored(KeyOf(ino_, entry), entry.replicas, sync);
   table_[entry.index] = entry;
   stored_[entry.index] = std::move(entry);
 }
@@ -551,39 +551,36 @@ Status OpenFile::CommitLocked() {
 
 Status OpenFile::SyncStoredLocked() {
   // Only generations still current matter; superseded ones are garbage.
-  std::map<std::string, SyncShardsRequest> by_node;  // endpoint -> keys
-  std::map<ShardKey, size_t> wanted;                 // key -> replicas that must sync
-  for (const auto& [key, replicas] : unsynced_) {
+  UnsyncedShards::Set current;
+  std::vector<ShardKey> superseded;
+  for (auto& [key, replicas] : unsynced_->OfInode(ino_)) {
     auto cur = table_.find(key.index);
-    if (cur == table_.end() || cur->second.generation != key.generation) continue;
-    for (const std::string& id : replicas) {
-      if (auto ep = dp_.directory->Endpoint(id)) by_node[*ep].keys.push_back(key);
-    }
-    wanted[key] = std::min<size_t>(2, replicas.size());
-  }
-  std::vector<std::pair<std::string, SyncShardsRequest>> requests(by_node.begin(), by_node.end());
-  std::vector<Status> results = dp_.nodes->SyncOnAll(requests);
-  std::map<ShardKey, size_t> synced;
-  Status last;
-  for (size_t i = 0; i < results.size(); ++i) {
-    if (!results[i].ok()) {
-      last = results[i];
-      spdlog::warn("fsync of {} shard(s) on {} failed: {}", requests[i].second.keys.size(),
-                   requests[i].first, results[i].ToString());
-      continue;
-    }
-    for (const ShardKey& key : requests[i].second.keys) synced[key]++;
-  }
-  for (const auto& [key, need] : wanted) {
-    if (synced[key] < need) {
-      return Status::Error(ErrorCode::kIoError, "shard " + key.ToString() + " is durable on " +
-                                                    std::to_string(synced[key]) + " node(s), " +
-                                                    std::to_string(need) +
-                                                    " needed: " + last.ToString());
+    if (cur == table_.end() || cur->second.generation != key.generation) {
+      superseded.push_back(key);
+    } else {
+      current.emplace(key, std::move(replicas));
     }
   }
-  unsynced_.clear();
-  return Status::Ok();
+  unsynced_->Forget(superseded);
+  if (current.empty()) return Status::Ok();
+  SyncOutcome outcome = SyncShardsOnNodes(*dp_.nodes, *dp_.directory, current);
+  std::vector<ShardKey> synced;
+  Status failed;
+  for (const auto& [key, replicas] : current) {
+    const size_t need = ReplicasToSync(replicas);
+    const size_t got = outcome.synced[key];
+    if (got >= need) {
+      synced.push_back(key);
+    } else if (failed.ok()) {
+      failed = Status::Error(ErrorCode::kIoError, "shard " + key.ToString() + " is durable on " +
+                                                      std::to_string(got) + " node(s), " +
+                                                      std::to_string(need) +
+                                                      " needed: " + outcome.last_error.ToString());
+    }
+  }
+  // What failed stays, for the next fsync (or the background syncer).
+  unsynced_->Forget(synced);
+  return failed;
 }
 
 // ---- Read-ahead ----
@@ -725,7 +722,7 @@ Status OpenFile::Flush(bool sync) {
       SHARDFS_RETURN_IF_ERROR(CommitLocked());
       // fsync covers what was written before it, also the shards stored
       // without sync as they filled up.
-      if (sync && !unsynced_.empty()) return SyncStoredLocked();
+      if (sync) return SyncStoredLocked();
       return Status::Ok();
     }();
     return background.ok() ? st : background;

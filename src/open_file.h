@@ -55,6 +55,7 @@
 #include "src/read_ahead_budget.h"
 #include "src/status.h"
 #include "src/task_pool.h"
+#include "src/unsynced_shards.h"
 
 namespace shardfs {
 
@@ -77,6 +78,10 @@ struct DataPath {
   TaskPool* fetches = nullptr;
   ReadAheadBudget* read_ahead = nullptr;
   size_t read_ahead_shards = 2;
+  // Shards stored without sync, kept past close so that an fsync on any
+  // later descriptor makes them durable. Null: each open file keeps its own
+  // (a client that holds the file open until its fsync, like the CLI).
+  UnsyncedShards* unsynced = nullptr;
 };
 
 // Byte ranges written into one shard and not yet stored: offset -> bytes,
@@ -141,7 +146,10 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
     ReadAheadBudget::Grant grant;
   };
 
-  OpenFile(DataPath& data_path, uint64_t ino) : dp_(data_path), ino_(ino) {}
+  OpenFile(DataPath& data_path, uint64_t ino)
+      : dp_(data_path),
+        ino_(ino),
+        unsynced_(data_path.unsynced != nullptr ? data_path.unsynced : &own_unsynced_) {}
   Status LoadLocked(bool open);
   // These may wait for stores in flight, releasing `lock` meanwhile.
   Status StoreShardLocked(Lock& lock, uint32_t index, bool sync);
@@ -170,7 +178,8 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // How long a fetch ahead may take before another replica (or the reader
   // itself) is asked.
   std::chrono::milliseconds PrefetchPatience(uint64_t length) const;
-  // Makes the shards stored without sync durable on their nodes (fsync).
+  // Makes the file's shards stored without sync durable on their nodes
+  // (fsync), also those stored through descriptors closed since.
   Status SyncStoredLocked();
   Status ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out);
   // The replicas among `ids` whose endpoint this client knows, with their
@@ -199,10 +208,12 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   std::map<uint32_t, ShardEntry> table_;   // guarded by mu_; committed or stored entries
   std::map<uint32_t, DirtyRanges> dirty_;  // guarded by mu_
   std::map<uint32_t, ShardEntry> stored_;  // guarded by mu_; stored, not yet committed
-  // Shards stored without sync since the last fsync, with their replicas.
-  std::map<ShardKey, std::vector<std::string>> unsynced_;  // guarded by mu_
-  uint64_t dirty_bytes_ = 0;                               // guarded by mu_
-  bool size_changed_ = false;                              // guarded by mu_
+  // Shards stored without sync and not yet made durable, with their
+  // replicas: the client's set (thread-safe), else own_unsynced_.
+  UnsyncedShards own_unsynced_;
+  UnsyncedShards* const unsynced_;
+  uint64_t dirty_bytes_ = 0;   // guarded by mu_
+  bool size_changed_ = false;  // guarded by mu_
   // Completed shards on their way to the nodes (write-behind), by index.
   std::map<uint32_t, std::shared_ptr<const std::string>> storing_;  // guarded by mu_
   Status store_error_;  // guarded by mu_; a failed background store, not yet reported

@@ -446,6 +446,49 @@ TEST_F(MountSyncTest, FsyncMakesShardsStoredEarlierDurable) {
   EXPECT_EQ(ReadFile(f), data);
 }
 
+// POSIX: fsync on any descriptor makes durable what was written through
+// the ones closed before it (`cp f mnt/; sync mnt/f`, an editor and a
+// separate process that syncs), not only what this descriptor wrote.
+TEST_F(MountSyncTest, FsyncOnANewDescriptorSyncsWhatClosedOnesWrote) {
+  const std::string f = m_ + "/closed";
+  // Three full shards and a tail, all stored without sync (the tail at
+  // close): 4 shards on 3 nodes.
+  const std::string data = RandomBytes((12u << 20) + 100, 78);
+  WriteFile(f, data);
+  EXPECT_EQ(SyncedShards(), 0u);
+  int fd = open(f.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fsync(fd), 0) << strerror(errno);
+  EXPECT_EQ(SyncedShards(), 12u);
+  ASSERT_EQ(fsync(fd), 0);
+  EXPECT_EQ(SyncedShards(), 12u);
+  close(fd);
+  // The same through the tools: cp, then sync(1) on the file (a new
+  // descriptor and fsync).
+  std::string out;
+  ASSERT_EQ(Sh("cp " + f + " " + m_ + "/copy && sync " + m_ + "/copy", &out), 0) << out;
+  EXPECT_EQ(SyncedShards(), 24u);
+  EXPECT_EQ(ReadFile(m_ + "/copy"), data);
+}
+
+// Shards nobody fsyncs are made durable in the background after
+// `sync_after` seconds, and at unmount, so the mount's list stays bounded.
+TEST_F(MountSyncTest, UnsyncedShardsAreMadeDurableInTheBackgroundAndAtUnmount) {
+  TestMount soon(*cluster_, cluster_->dir() + "/mnt-soon", {"-o", "sync_after=0.5"});
+  ASSERT_TRUE(soon.Mount().ok());
+  const std::string data = RandomBytes((8u << 20) + 100, 79);
+  WriteFile(soon.path() + "/later", data);  // 3 shards on 3 nodes
+  EXPECT_TRUE(WaitUntil([&] { return SyncedShards() == 9u; }, std::chrono::seconds(30)))
+      << SyncedShards();
+  // The default (30 s) leaves them to the unmount.
+  WriteFile(m_ + "/at-unmount", data);
+  EXPECT_EQ(SyncedShards(), 9u);
+  mount_->Unmount();
+  EXPECT_EQ(SyncedShards(), 18u);
+  soon.Unmount();
+  EXPECT_EQ(SyncedShards(), 18u);
+}
+
 // The mount's log at debug level, for the tests below that count what the
 // mount asked of the cluster.
 class MountDebugLogTest : public MountTest {
