@@ -7,9 +7,11 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -378,6 +380,67 @@ TEST_F(MountTest, MountHelperMountsInTheBackground) {
             0);
   EXPECT_NE(out.find("unknown mount option"), std::string::npos) << out;
   EXPECT_FALSE(IsMounted(dir));
+}
+
+// Whether a running process has `text` in its command line.
+bool ProcessMentions(const std::string& text) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = ReadFile(entry.path() / "cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// mount(8) itself: `mount -t fuse.shardfs` and an fstab line find the helper
+// as /sbin/mount.fuse.shardfs, as installed. The test puts it there in a
+// private mount namespace (a directory bound over /sbin, seen by nothing
+// else on the machine), so it needs root; the mounts made there are
+// unmounted by the script whatever happens, which ends their daemons.
+TEST_F(MountTest, MountTypeFuseShardfsAndFstabUseTheHelper) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for a private mount namespace";
+  const std::string d = cluster_->dir();
+  const std::string opts = "attr_timeout=2,key=" + cluster_->key_path();
+  WriteFile(d + "/fstab", cluster_->registry_endpoint() + " " + d +
+                              "/mnt-fstab fuse.shardfs _netdev," + opts + " 0 0\n");
+  // $1 the test's directory, $2 the registry, $3 the options, $4 the helper.
+  WriteFile(d + "/mount-t.sh", R"SH(
+set -e
+trap 'umount "$1/mnt-type" 2>/dev/null || true; umount "$1/mnt-fstab" 2>/dev/null || true' EXIT
+mkdir -p "$1/sbin" "$1/mnt-type" "$1/mnt-fstab"
+ln -s "$4" "$1/sbin/mount.fuse.shardfs"
+mount --bind "$1/sbin" /sbin
+mount -t fuse.shardfs -o "$3" "$2" "$1/mnt-type"
+grep -q " $1/mnt-type fuse.shardfs " /proc/self/mounts
+echo type > "$1/mnt-type/via-type"
+umount "$1/mnt-type"
+mount -T "$1/fstab" "$1/mnt-fstab"
+grep -q " $1/mnt-fstab fuse.shardfs " /proc/self/mounts
+cat "$1/mnt-fstab/via-type"
+echo fstab > "$1/mnt-fstab/via-fstab"
+umount "$1/mnt-fstab"
+)SH");
+  std::string out;
+  ASSERT_EQ(
+      Sh("unshare --mount --propagation private sh -x " + d + "/mount-t.sh " + d + " " +
+             cluster_->registry_endpoint() + " " + opts + " " + BuildPath("fuse/mount.shardfs"),
+         &out),
+      0)
+      << out;
+  // What those mounts wrote is in the cluster, seen through the test's mount.
+  EXPECT_EQ(ReadFile(m_ + "/via-type"), "type\n");
+  EXPECT_EQ(ReadFile(m_ + "/via-fstab"), "fstab\n");
+  // Nothing of it is left: not the bind over /sbin, not the mounts, and
+  // their daemons ended with the unmounts.
+  struct stat sbin = {}, ours = {};
+  ASSERT_EQ(stat("/sbin/.", &sbin), 0);
+  ASSERT_EQ(stat((d + "/sbin").c_str(), &ours), 0);
+  EXPECT_FALSE(sbin.st_dev == ours.st_dev && sbin.st_ino == ours.st_ino);
+  EXPECT_FALSE(IsMounted(d + "/mnt-type"));
+  EXPECT_FALSE(IsMounted(d + "/mnt-fstab"));
+  EXPECT_TRUE(WaitUntil([&] { return !ProcessMentions(d + "/mnt-"); }, std::chrono::seconds(10)));
 }
 
 // The replication goal as a virtual xattr: settable, readable, validated,
