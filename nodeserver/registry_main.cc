@@ -39,6 +39,7 @@ struct RegistryFlags {
   std::string shard_size = "4M";
   double down_after_seconds = 5.0;
   double garbage_grace_seconds = 30.0;
+  double session_lease_seconds = 15.0;
   double repair_delay_seconds = 60.0;
   double repair_rate_mib = 64.0;
   std::string log_level = "info";
@@ -83,6 +84,11 @@ void DefineFlags(CLI::App& app, RegistryFlags& f) {
                  "readers holding the old shard table can finish")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--session-lease", f.session_lease_seconds,
+                 "Seconds after which the files a silent mount or CLI held open are "
+                 "released (unlinked ones then deleted); clients renew every third of it")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 3600.0));
   app.add_option("--repair-delay", f.repair_delay_seconds,
                  "Seconds a node may be down before its shards are copied again elsewhere")
       ->capture_default_str()
@@ -202,6 +208,8 @@ int main(int argc, char** argv) {
   ns_options.default_shard_size = static_cast<uint32_t>(ParseByteSize(flags.shard_size).value());
   ns_options.garbage_grace =
       std::chrono::milliseconds(static_cast<int64_t>(flags.garbage_grace_seconds * 1000));
+  ns_options.session_lease =
+      std::chrono::milliseconds(static_cast<int64_t>(flags.session_lease_seconds * 1000));
   RegistryNamespace namespace_service(context, db->get(), &server.membership(), ns_options);
   ReplicaRepair repair(context, db->get(), &server.membership(), RepairOptions(flags));
   server.SetNamespaceService(&namespace_service);

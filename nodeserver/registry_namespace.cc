@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <ctime>
 #include <set>
 
@@ -55,7 +56,8 @@ RegistryNamespace::RegistryNamespace(zmq::context_t& context, NamespaceDb* db,
       membership_(membership),
       options_(options),
       nodes_(context, NodeClient::Options{std::chrono::milliseconds(2000), 1,
-                                          std::chrono::milliseconds(50)}) {}
+                                          std::chrono::milliseconds(50)}),
+      sessions_(options.session_lease) {}
 
 RegistryNamespace::~RegistryNamespace() {
   Stop();
@@ -264,20 +266,19 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
       return RpcReply::Ok(type);
     }
     case MessageType::kOpen: {
-      auto r = Decode<InoRequest>(request);
+      auto r = Decode<OpenRequest>(request);
       if (!r.ok()) return RpcReply::Error(r.status());
-      Status st = db_->OpenFile(r->ino);
-      if (!st.ok()) return RpcReply::Error(st);
-      auto attrs = store.GetAttr(r->ino);
-      if (!attrs.ok()) return RpcReply::Error(attrs.status());
-      return AttrsReply(type, *attrs);
+      return Open(*r);
     }
     case MessageType::kRelease: {
-      auto r = Decode<InoRequest>(request);
+      auto r = Decode<OpenRequest>(request);
       if (!r.ok()) return RpcReply::Error(r.status());
-      auto closed = db_->CloseFile(r->ino);
-      if (!closed.ok()) return RpcReply::Error(closed.status());
-      return RpcReply::Ok(type);
+      return Release(*r);
+    }
+    case MessageType::kRenewSession: {
+      auto r = Decode<RenewSessionRequest>(request);
+      if (!r.ok()) return RpcReply::Error(r.status());
+      return RenewSession(*r);
     }
     case MessageType::kAllocateShards: {
       auto r = Decode<AllocateShardsRequest>(request);
@@ -438,6 +439,94 @@ RpcReply RegistryNamespace::SetReplicas(const SetReplicasRequest& request) {
   return RpcReply::Ok(MessageType::kSetReplicas);
 }
 
+RpcReply RegistryNamespace::Open(const OpenRequest& request) {
+  // The store's reference first: a session that lapses in between does not
+  // hold this open yet, and the record below starts it again.
+  if (Status st = db_->OpenFile(request.ino); !st.ok()) return RpcReply::Error(st);
+  if (request.session != 0) {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    sessions_.Opened(request.session, request.ino, OpenSessions::Clock::now());
+  }
+  auto attrs = db_->store().GetAttr(request.ino);
+  if (!attrs.ok()) return RpcReply::Error(attrs.status());
+  return AttrsReply(MessageType::kOpen, *attrs);
+}
+
+RpcReply RegistryNamespace::Release(const OpenRequest& request) {
+  if (request.session != 0) {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    // Not held: the session lapsed and its opens were released already.
+    if (!sessions_.Released(request.session, request.ino, OpenSessions::Clock::now())) {
+      return RpcReply::Ok(MessageType::kRelease);
+    }
+  }
+  auto closed = db_->CloseFile(request.ino);
+  if (!closed.ok()) return RpcReply::Error(closed.status());
+  return RpcReply::Ok(MessageType::kRelease);
+}
+
+RpcReply RegistryNamespace::RenewSession(const RenewSessionRequest& request) {
+  RenewSessionReply reply;
+  reply.lease_ms = static_cast<uint64_t>(options_.session_lease.count());
+  std::vector<uint64_t> to_close;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    const auto now = OpenSessions::Clock::now();
+    if (!request.full) {
+      reply.known = sessions_.Renew(request.session, now);
+    } else {
+      OpenSessions::Opens target;
+      for (size_t i = 0; i < request.inos.size(); ++i) {
+        target[request.inos[i]] += static_cast<uint32_t>(request.counts[i]);
+      }
+      // What the client holds open is the truth: a lost open or release
+      // reply, a lapsed lease or a registry restart is mended here.
+      auto change = sessions_.Reconcile(request.session, target, now, &reply.known);
+      for (const auto& [ino, delta] : change) {
+        for (int64_t i = 0; i < delta; ++i) {
+          if (!db_->OpenFile(ino).ok()) {
+            // Gone (an orphan dropped meanwhile): the session cannot hold it.
+            (void)sessions_.Released(request.session, ino, now);
+          }
+        }
+        for (int64_t i = 0; i > delta; --i) to_close.push_back(ino);
+      }
+      if (!reply.known) {
+        spdlog::info("session {:016x} renewed after it lapsed: {} file(s) open again",
+                     request.session, target.size());
+      }
+    }
+  }
+  for (uint64_t ino : to_close) CloseRef(ino);
+  return RpcReply::Ok(MessageType::kRenewSession, reply.Encode());
+}
+
+void RegistryNamespace::CloseRef(uint64_t ino) {
+  auto closed = db_->CloseFile(ino);
+  if (!closed.ok()) {
+    spdlog::warn("releasing inode {}: {}", ino, closed.status().ToString());
+  } else if (closed->has_value()) {
+    spdlog::info("inode {}: last open released, orphan dropped", ino);
+  }
+}
+
+size_t RegistryNamespace::ExpireSessions() {
+  size_t lapsed = 0;
+  std::vector<uint64_t> released;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    released = sessions_.Expire(OpenSessions::Clock::now(), &lapsed);
+  }
+  if (lapsed > 0) {
+    spdlog::warn("{} client session(s) not renewed for {} ms: releasing their {} open(s)", lapsed,
+                 options_.session_lease.count(), released.size());
+  }
+  // Each open was taken off its session under the lock, so only this
+  // thread releases it.
+  for (uint64_t ino : released) CloseRef(ino);
+  return lapsed;
+}
+
 size_t RegistryNamespace::CollectGarbage() {
   const int64_t cutoff =
       RealtimeNs() -
@@ -505,9 +594,13 @@ bool RegistryNamespace::Stopping() {
 void RegistryNamespace::GarbageLoop() {
   std::unique_lock<std::mutex> lock(gc_mu_);
   while (!stopping_) {
-    gc_cv_.wait_for(lock, options_.garbage_interval);
+    // Often enough that a lapsed session is found within half a lease.
+    gc_cv_.wait_for(lock, std::min(options_.garbage_interval, options_.session_lease / 2));
     if (stopping_) break;
     lock.unlock();
+    // Lapsed sessions first: their orphans' shards become garbage, collected
+    // once their grace has passed.
+    ExpireSessions();
     CollectGarbage();
     lock.lock();
   }

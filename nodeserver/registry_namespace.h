@@ -4,6 +4,10 @@
 // reads and logged mutations, places new shard generations on live nodes,
 // and deletes released generations from their nodes once a grace period has
 // passed, so a reader still holding an old shard table is not cut off.
+//
+// Opens belong to client sessions (OpenSessions) under a lease: the
+// collector's thread also releases the opens of sessions whose lease lapsed
+// (a mount killed with -9), so orphans they held are dropped.
 #pragma once
 
 #include <atomic>
@@ -14,8 +18,10 @@
 #include <zmq.hpp>
 
 #include "nodeserver/membership.h"
+#include "nodeserver/open_sessions.h"
 #include "nodeserver/registry_server.h"
 #include "protocol/namespace_messages.h"
+#include "protocol/session_messages.h"
 #include "src/namespace_db.h"
 #include "src/node_client.h"
 
@@ -32,6 +38,9 @@ class RegistryNamespace : public NamespaceService {
     // Released shard generations are deleted from nodes after this long.
     std::chrono::milliseconds garbage_grace{30000};
     std::chrono::milliseconds garbage_interval{2000};
+    // A client session not renewed for this long is released. Clients
+    // renew every third of it.
+    std::chrono::milliseconds session_lease{15000};
   };
 
   RegistryNamespace(zmq::context_t& context, NamespaceDb* db, Membership* membership,
@@ -46,6 +55,9 @@ class RegistryNamespace : public NamespaceService {
   // One pass of the garbage collector; returns how many generations it
   // finished deleting. Public for tests.
   size_t CollectGarbage();
+  // Releases the opens of sessions whose lease lapsed; returns how many
+  // sessions lapsed. Public for tests.
+  size_t ExpireSessions();
 
  private:
   RpcReply Mutation(MessageType type, NamespaceOp op);
@@ -60,6 +72,11 @@ class RegistryNamespace : public NamespaceService {
   RpcReply GetShardTable(const GetShardTableRequest& request);
   RpcReply StatFs();
   RpcReply SetReplicas(const SetReplicasRequest& request);
+  RpcReply Open(const OpenRequest& request);
+  RpcReply Release(const OpenRequest& request);
+  RpcReply RenewSession(const RenewSessionRequest& request);
+  // Drops one open reference (logging the drop of an orphan it ends).
+  void CloseRef(uint64_t ino);
   Result<uint64_t> NextGeneration();
   std::vector<NodeAddress> AddressesOf(const std::vector<std::string>& ids);
   void GarbageLoop();
@@ -75,6 +92,11 @@ class RegistryNamespace : public NamespaceService {
   std::mutex generation_mu_;
   uint64_t next_generation_ = 0;   // guarded by generation_mu_
   uint64_t generation_limit_ = 0;  // guarded by generation_mu_
+
+  // Held while a session's record and the store's open references change
+  // together, so they agree; never while waiting for the log.
+  std::mutex sessions_mu_;
+  OpenSessions sessions_;  // guarded by sessions_mu_
 
   std::mutex gc_mu_;
   std::condition_variable gc_cv_;

@@ -58,6 +58,7 @@ enum class MessageType : uint16_t {
   kSetReplicas = 322,
   kFsck = 323,
   kRebalance = 324,
+  kRenewSession = 325,  // a client's open files are still held (protocol/session_messages.h)
 };
 
 inline constexpr uint16_t kReplyBit = 0x8000;

@@ -1,11 +1,23 @@
 #include "src/namespace_client.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <random>
 #include <thread>
+
+#include "protocol/session_messages.h"
 
 namespace shardfs {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+uint64_t NewSessionId() {
+  std::random_device random;
+  const uint64_t id = (static_cast<uint64_t>(random()) << 32) | random();
+  return id != 0 ? id : 1;  // 0 is no session
+}
 
 Status StatusOf(const Result<RpcResponse>& r) {
   return r.ok() ? Status::Ok() : r.status();
@@ -22,7 +34,72 @@ bool IsTransient(const Status& status) {
 
 NamespaceClient::NamespaceClient(zmq::context_t& context, std::string registry_endpoint,
                                  Options options)
-    : channel_(context, std::move(registry_endpoint)), options_(options) {}
+    : channel_(context, std::move(registry_endpoint)),
+      options_(options),
+      session_(NewSessionId()),
+      renew_every_ms_(options.renew_interval.count()),
+      renewer_([this] { RenewLoop(); }) {}
+
+NamespaceClient::~NamespaceClient() {
+  {
+    std::lock_guard<std::mutex> lock(renew_mu_);
+    stopping_ = true;
+  }
+  renew_cv_.notify_all();
+  renewer_.join();
+}
+
+void NamespaceClient::RenewLoop() {
+  std::unique_lock<std::mutex> lock(renew_mu_);
+  while (!renew_cv_.wait_for(lock, std::chrono::milliseconds(renew_every_ms_.load()),
+                             [&] { return stopping_; })) {
+    lock.unlock();
+    Status st = RenewSession();
+    // Once per change, not once per try while the registry is away.
+    if (!st.ok() && !renew_failing_) {
+      spdlog::warn("cannot renew the session of this client's open files: {}", st.ToString());
+    } else if (st.ok() && renew_failing_) {
+      spdlog::info("session of this client's open files renewed again");
+    }
+    renew_failing_ = !st.ok();
+    lock.lock();
+  }
+}
+
+Status NamespaceClient::RenewSession() {
+  std::unique_lock<std::shared_mutex> lock(session_mu_);
+  RenewSessionRequest req;
+  req.session = session_;
+  {
+    std::lock_guard<std::mutex> opens_lock(opens_mu_);
+    // Nothing held: the registry may let the session lapse.
+    if (opens_.empty()) return Status::Ok();
+    req.full = opens_.size() <= kMaxSessionFiles;
+    if (req.full) {
+      for (const auto& [ino, count] : opens_) {
+        req.inos.push_back(ino);
+        req.counts.push_back(count);
+      }
+    }
+  }
+  // Opens wait for this call, so it gets little time; a renewal is
+  // idempotent and may be sent again.
+  const auto budget =
+      std::min(std::chrono::milliseconds(renew_every_ms_.load()), std::chrono::milliseconds(2000));
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, CallWithin(
+                                              MessageType::kRenewSession, req.Encode(),
+                                              [](const Status&) { return true; }, budget,
+                                              /*track_reachability=*/false));
+  SHARDFS_ASSIGN_OR_RETURN(RenewSessionReply reply, RenewSessionReply::Decode(r.header.fields));
+  renew_every_ms_ = std::clamp<int64_t>(static_cast<int64_t>(reply.lease_ms / 3), 100, 5000);
+  if (!reply.known) {
+    spdlog::warn(
+        "the registry had lost this client's session (its lease lapsed, or the registry "
+        "restarted): files open here are held again{}",
+        req.full ? "" : " only if it still counted them");
+  }
+  return Status::Ok();
+}
 
 Result<RpcResponse> NamespaceClient::CallWithBudget(MessageType type, const FieldWriter& fields,
                                                     bool (*may_resend)(const Status&)) {
@@ -163,11 +240,23 @@ Status NamespaceClient::RemoveXattr(uint64_t ino, const std::string& name) {
 }
 
 Result<InodeAttrs> NamespaceClient::Open(uint64_t ino) {
-  return AttrsOf(Mutate(MessageType::kOpen, InoRequest{ino}.Encode()));
+  std::shared_lock<std::shared_mutex> lock(session_mu_);
+  auto attrs = AttrsOf(Mutate(MessageType::kOpen, OpenRequest{ino, session_}.Encode()));
+  if (attrs.ok()) {
+    std::lock_guard<std::mutex> opens_lock(opens_mu_);
+    opens_[ino]++;
+  }
+  return attrs;
 }
 
 Status NamespaceClient::Release(uint64_t ino) {
-  return StatusOf(Mutate(MessageType::kRelease, InoRequest{ino}.Encode()));
+  std::shared_lock<std::shared_mutex> lock(session_mu_);
+  Status st = StatusOf(Mutate(MessageType::kRelease, OpenRequest{ino, session_}.Encode()));
+  // Closed here whatever the answer; a release the registry missed is
+  // mended by the next renewal, or by the lease.
+  std::lock_guard<std::mutex> opens_lock(opens_mu_);
+  if (auto it = opens_.find(ino); it != opens_.end() && --it->second == 0) opens_.erase(it);
+  return st;
 }
 
 Result<AllocateShardsReply> NamespaceClient::AllocateShards(const AllocateShardsRequest& request) {

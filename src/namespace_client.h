@@ -4,13 +4,25 @@
 // are retried while the registry is unreachable, up to `read_budget`, so a
 // registry restart is ridden out; mutations are retried only when they were
 // never sent (a lost reply cannot tell whether the change happened).
+//
+// Files opened through the client are held under its session (a random id,
+// protocol/session_messages.h): while any is open, a thread of the client
+// renews the session every third of the registry's lease, listing every
+// file it holds open, so the registry releases them only when this client
+// has gone silent (killed, or cut off for a whole lease), and mends its
+// record after a lost reply or a restart.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
+#include <thread>
 #include <zmq.hpp>
 
 #include "protocol/namespace_messages.h"
@@ -22,6 +34,7 @@
 namespace shardfs {
 
 // Thread-safe; owned by the mount's main object and shared by FUSE threads.
+// Owns the thread that renews its session, joined by the destructor.
 class NamespaceClient {
  public:
   struct Options {
@@ -34,11 +47,17 @@ class NamespaceClient {
     std::chrono::milliseconds unreachable_budget{1500};
     // ReportBadReplica: a hint for repair, not worth holding up a read for.
     std::chrono::milliseconds report_budget{1000};
+    // How often the session is renewed until the registry names its lease
+    // (then a third of it).
+    std::chrono::milliseconds renew_interval{1000};
   };
 
   NamespaceClient(zmq::context_t& context, std::string registry_endpoint, Options options);
   NamespaceClient(zmq::context_t& context, std::string registry_endpoint)
       : NamespaceClient(context, std::move(registry_endpoint), Options()) {}
+  ~NamespaceClient();
+  NamespaceClient(const NamespaceClient&) = delete;
+  NamespaceClient& operator=(const NamespaceClient&) = delete;
 
   const std::string& endpoint() const { return channel_.endpoint(); }
 
@@ -72,6 +91,10 @@ class NamespaceClient {
   // Open/Release keep an unlinked file's data alive while it is open here.
   Result<InodeAttrs> Open(uint64_t ino);
   Status Release(uint64_t ino);
+  // Renews the session now, listing the files open here; nothing to do
+  // while none is. The client's thread calls it on its own.
+  Status RenewSession();
+  uint64_t session() const { return session_; }
   Result<AllocateShardsReply> AllocateShards(const AllocateShardsRequest& request);
   Result<InodeAttrs> CommitShards(const CommitShardsRequest& request);
   Result<ShardTableReply> GetShardTable(uint64_t ino, uint32_t first, uint32_t count);
@@ -98,10 +121,26 @@ class NamespaceClient {
                                  bool (*may_resend)(const Status&),
                                  std::chrono::milliseconds budget, bool track_reachability);
 
+  void RenewLoop();
+
   RpcChannel channel_;
   const Options options_;
   ChangedDirsListener changed_dirs_listener_;
   std::atomic<bool> unreachable_{false};
+
+  const uint64_t session_;
+  // Shared by Open and Release around their calls, exclusive for a
+  // renewal: the list a renewal sends is then exactly what the registry
+  // has been told, with no open or release crossing it.
+  std::shared_mutex session_mu_;
+  std::mutex opens_mu_;
+  std::map<uint64_t, uint32_t> opens_;  // guarded by opens_mu_; ino -> times open
+  std::atomic<int64_t> renew_every_ms_;
+  std::mutex renew_mu_;
+  std::condition_variable renew_cv_;  // with renew_mu_
+  bool stopping_ = false;             // guarded by renew_mu_
+  bool renew_failing_ = false;        // renewer thread only
+  std::thread renewer_;               // last: started once the rest exists
 };
 
 }  // namespace shardfs

@@ -49,6 +49,13 @@ class MountFaultTest : public ::testing::Test {
     mount_.reset();
     cluster_.reset();
   }
+  virtual TestCluster::Options ClusterOptions() {
+    TestCluster::Options options;
+    options.nodes = 3;
+    options.replicas = 3;
+    options.down_after = 2.0;
+    return options;
+  }
 
   // Writes `size` bytes of seeded random data; returns their hash.
   uint64_t WriteRandomFile(const std::string& path, size_t size, uint32_t seed) {
@@ -279,6 +286,79 @@ TEST_F(MountFaultTest, SigtermFlushesDirtyDataAndUnmounts) {
   std::string back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(back.size(), data.size());
   EXPECT_TRUE(back == data) << "content differs after SIGTERM";
+}
+
+// Files a mount holds open are held under its session, which the registry
+// releases when the mount stops renewing it: short leases and garbage grace
+// here, so the test waits seconds, not minutes.
+class OrphanLeaseTest : public MountFaultTest {
+ protected:
+  TestCluster::Options ClusterOptions() override {
+    TestCluster::Options options = MountFaultTest::ClusterOptions();
+    options.gc_grace = 1.0;
+    options.registry_args = {"--session-lease", std::to_string(kLeaseSeconds)};
+    return options;
+  }
+  // Shard files on all nodes' disks.
+  int ShardFiles() {
+    int total = 0;
+    for (int i = 0; i < 3; ++i) {
+      std::string out;
+      Sh("find " + cluster_->NodeDir(i) + "/shards -type f 2>/dev/null | wc -l", &out);
+      total += std::atoi(out.c_str());
+    }
+    return total;
+  }
+  static constexpr int kLeaseSeconds = 6;
+};
+
+std::string ReadAll(int fd, size_t size) {
+  std::string out(size, '\0');
+  ssize_t n = pread(fd, out.data(), size, 0);
+  out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return out;
+}
+
+// An unlinked file held open by a mount killed with -9 is deleted, shards
+// and all, once the mount's lease lapses, with the registry running on; an
+// unlinked file held open by a live but idle mount stays.
+TEST_F(OrphanLeaseTest, OrphansOfAKilledMountGoAndThoseOfAnIdleMountStay) {
+  TestMount a(*cluster_, cluster_->dir() + "/mnt-a");
+  ASSERT_TRUE(a.Mount().ok());
+  std::string data((8u << 20), '\0');
+  std::mt19937_64 rng(12);
+  for (char& c : data) c = static_cast<char>(rng());
+  for (const char* name : {"/held-by-a", "/held-by-b"}) {
+    std::ofstream out(m_ + name, std::ios::binary);
+    out << data;
+  }
+  // Two files of two shards on three nodes.
+  ASSERT_TRUE(WaitUntil([&] { return ShardFiles() == 12; }, 20s)) << ShardFiles();
+  const int held_by_a = open((a.path() + "/held-by-a").c_str(), O_RDONLY);
+  const int held_by_b = open((m_ + "/held-by-b").c_str(), O_RDONLY);
+  ASSERT_GE(held_by_a, 0);
+  ASSERT_GE(held_by_b, 0);
+  ASSERT_EQ(unlink((m_ + "/held-by-a").c_str()), 0);
+  ASSERT_EQ(unlink((m_ + "/held-by-b").c_str()), 0);
+
+  // Idle for two leases: both mounts renew, both orphans stay.
+  std::this_thread::sleep_for(std::chrono::seconds(2 * kLeaseSeconds));
+  EXPECT_EQ(ShardFiles(), 12);
+  EXPECT_TRUE(ReadAll(held_by_a, data.size()) == data);
+
+  const pid_t registry = cluster_->registry().pid();
+  a.process().Kill();
+  // A's orphan goes within a lease, a collector pass and the grace.
+  EXPECT_TRUE(WaitUntil([&] { return ShardFiles() == 6; }, 60s)) << ShardFiles();
+  EXPECT_TRUE(ReadAll(held_by_b, data.size()) == data) << "the live mount's orphan is damaged";
+  EXPECT_TRUE(cluster_->registry().Running());
+  EXPECT_EQ(cluster_->registry().pid(), registry);
+  close(held_by_a);  // on a dead mount: fails, and must not matter
+  a.Unmount();
+
+  // The live mount's last close drops its orphan.
+  close(held_by_b);
+  EXPECT_TRUE(WaitUntil([&] { return ShardFiles() == 0; }, 60s)) << ShardFiles();
 }
 
 }  // namespace
