@@ -1254,8 +1254,8 @@ TEST_F(RegistryNamespaceTest, WrongVersionGetsAnErrorWithTheRequestId) {
 
 TEST_F(RegistryNamespaceTest, UnknownMessageTypesGetAnError) {
   RawPeer peer(ctx_, Endpoint());
-  for (uint16_t type : {0, 1, 2, 99, 150, 299, static_cast<int>(MessageType::kRebalance) + 1, 350,
-                        399, 400, 1000, 0x8000 | 300, 65535}) {
+  for (uint16_t type : {0, 1, 2, 99, 150, 299, static_cast<int>(MessageType::kRenewSession) + 1,
+                        350, 399, 400, 1000, 0x8000 | 300, 65535}) {
     auto reply = peer.Exchange({Header(type, InoRequest{kRootIno}.Encode(), 1000 + type)});
     EXPECT_ERROR_REPLY(reply, ErrorCode::kUnknownType);
     EXPECT_EQ(reply->request_id, 1000u + type) << type;
