@@ -164,7 +164,7 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
       if (!applied->attrs) {
         return RpcReply::Error(Status::Error(ErrorCode::kInternal, "mknod returned no inode"));
       }
-      Status opened = db_->OpenFile(applied->attrs->ino);
+      Status opened = OpenFor(applied->attrs->ino, r->session);
       if (!opened.ok()) return RpcReply::Error(opened);
       RpcReply reply = MutationReply(type, *applied, {op.parent});
       if (op.type == FileType::kRegular) {
@@ -298,7 +298,7 @@ RpcReply RegistryNamespace::Handle(RpcRequest& request) {
       auto r = Decode<GetShardTableRequest>(request);
       if (!r.ok()) return RpcReply::Error(r.status());
       if (r->open) {
-        Status st = db_->OpenFile(r->ino);
+        Status st = OpenFor(r->ino, r->session);
         if (!st.ok()) return RpcReply::Error(st);
       }
       return GetShardTable(*r);
@@ -439,14 +439,19 @@ RpcReply RegistryNamespace::SetReplicas(const SetReplicasRequest& request) {
   return RpcReply::Ok(MessageType::kSetReplicas);
 }
 
-RpcReply RegistryNamespace::Open(const OpenRequest& request) {
+Status RegistryNamespace::OpenFor(uint64_t ino, uint64_t session) {
   // The store's reference first: a session that lapses in between does not
   // hold this open yet, and the record below starts it again.
-  if (Status st = db_->OpenFile(request.ino); !st.ok()) return RpcReply::Error(st);
-  if (request.session != 0) {
+  SHARDFS_RETURN_IF_ERROR(db_->OpenFile(ino));
+  if (session != 0) {
     std::lock_guard<std::mutex> lock(sessions_mu_);
-    sessions_.Opened(request.session, request.ino, OpenSessions::Clock::now());
+    sessions_.Opened(session, ino, OpenSessions::Clock::now());
   }
+  return Status::Ok();
+}
+
+RpcReply RegistryNamespace::Open(const OpenRequest& request) {
+  if (Status st = OpenFor(request.ino, request.session); !st.ok()) return RpcReply::Error(st);
   auto attrs = db_->store().GetAttr(request.ino);
   if (!attrs.ok()) return RpcReply::Error(attrs.status());
   return AttrsReply(MessageType::kOpen, *attrs);

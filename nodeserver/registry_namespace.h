@@ -73,6 +73,8 @@ class RegistryNamespace : public NamespaceService {
   RpcReply StatFs();
   RpcReply SetReplicas(const SetReplicasRequest& request);
   RpcReply Open(const OpenRequest& request);
+  // Opens `ino` in the store, held by `session` (0: by none).
+  Status OpenFor(uint64_t ino, uint64_t session);
   RpcReply Release(const OpenRequest& request);
   RpcReply RenewSession(const RenewSessionRequest& request);
   // Drops one open reference (logging the drop of an orphan it ends).

@@ -189,7 +189,7 @@ FieldWriter MknodRequest::Encode() const {
       .U64("rdev", rdev)
       .U64("shardsize", shard_size)
       .U64("goal", replication_goal);
-  if (open) w.Bool("open", true);
+  if (open) w.Bool("open", true).U64("session", session);
   return w;
 }
 
@@ -210,6 +210,7 @@ Result<MknodRequest> MknodRequest::Decode(const FieldReader& r) {
   m.shard_size = static_cast<uint32_t>(shard_size);
   m.replication_goal = static_cast<uint32_t>(goal);
   SHARDFS_ASSIGN_OR_RETURN(m.open, r.OptBool("open", false));
+  SHARDFS_ASSIGN_OR_RETURN(m.session, r.OptU64("session", 0));
   return m;
 }
 
@@ -496,7 +497,7 @@ Result<CommitShardsRequest> CommitShardsRequest::Decode(const FieldReader& r) {
 FieldWriter GetShardTableRequest::Encode() const {
   FieldWriter w;
   w.U64("ino", ino).U64("first", first).U64("count", count);
-  if (open) w.Bool("open", true);
+  if (open) w.Bool("open", true).U64("session", session);
   return w;
 }
 
@@ -507,6 +508,7 @@ Result<GetShardTableRequest> GetShardTableRequest::Decode(const FieldReader& r) 
   SHARDFS_ASSIGN_OR_RETURN(uint64_t count, r.U64("count", kMaxShardsPerMessage));
   m.count = static_cast<uint32_t>(count);
   SHARDFS_ASSIGN_OR_RETURN(m.open, r.OptBool("open", false));
+  SHARDFS_ASSIGN_OR_RETURN(m.session, r.OptU64("session", 0));
   return m;
 }
 

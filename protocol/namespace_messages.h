@@ -90,8 +90,10 @@ struct MknodRequest {  // regular files, fifos, sockets, devices; and mkdir
   uint64_t rdev = 0;
   uint32_t shard_size = 0;        // 0: the cluster default
   uint32_t replication_goal = 0;  // 0: the cluster default
-  // Also open the new file (as kOpen does), so create+open is one round trip.
+  // Also open the new file (as kOpen does), so create+open is one round trip,
+  // under this client session (protocol/session_messages.h; 0: none).
   bool open = false;
+  uint64_t session = 0;
   FieldWriter Encode() const;
   static Result<MknodRequest> Decode(const FieldReader& r);
 };
@@ -228,8 +230,10 @@ struct GetShardTableRequest {
   uint64_t ino = 0;
   uint32_t first = 0;
   uint32_t count = 1024;
-  // Also open the file (as kOpen does), so open+table is one round trip.
+  // Also open the file (as kOpen does), so open+table is one round trip,
+  // under this client session (protocol/session_messages.h; 0: none).
   bool open = false;
+  uint64_t session = 0;
   FieldWriter Encode() const;
   static Result<GetShardTableRequest> Decode(const FieldReader& r);
 };

@@ -171,9 +171,13 @@ Result<InodeAttrs> NamespaceClient::Mknod(const MknodRequest& request) {
 }
 
 Result<CreateReply> NamespaceClient::CreateAndOpen(MknodRequest request) {
+  std::shared_lock<std::shared_mutex> lock(session_mu_);
   request.open = true;
+  request.session = session_;
   SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Mutate(MessageType::kMknod, request.Encode()));
-  return CreateReply::Decode(r.header.fields);
+  SHARDFS_ASSIGN_OR_RETURN(CreateReply created, CreateReply::Decode(r.header.fields));
+  NoteOpened(created.attrs.ino);
+  return created;
 }
 
 Result<InodeAttrs> NamespaceClient::Mkdir(const MknodRequest& request) {
@@ -242,11 +246,13 @@ Status NamespaceClient::RemoveXattr(uint64_t ino, const std::string& name) {
 Result<InodeAttrs> NamespaceClient::Open(uint64_t ino) {
   std::shared_lock<std::shared_mutex> lock(session_mu_);
   auto attrs = AttrsOf(Mutate(MessageType::kOpen, OpenRequest{ino, session_}.Encode()));
-  if (attrs.ok()) {
-    std::lock_guard<std::mutex> opens_lock(opens_mu_);
-    opens_[ino]++;
-  }
+  if (attrs.ok()) NoteOpened(ino);
   return attrs;
+}
+
+void NamespaceClient::NoteOpened(uint64_t ino) {
+  std::lock_guard<std::mutex> opens_lock(opens_mu_);
+  opens_[ino]++;
 }
 
 Status NamespaceClient::Release(uint64_t ino) {
@@ -276,11 +282,16 @@ Result<ShardTableReply> NamespaceClient::GetShardTable(uint64_t ino, uint32_t fi
 }
 
 Result<ShardTableReply> NamespaceClient::OpenWithTable(uint64_t ino, uint32_t count) {
+  std::shared_lock<std::shared_mutex> lock(session_mu_);
   GetShardTableRequest request{ino, 0, count};
   request.open = true;
+  request.session = session_;
   // A mutation: a resent open would count the file open twice.
-  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, Mutate(MessageType::kGetShardTable, request.Encode()));
-  return ShardTableReply::Decode(r.header.fields);
+  auto r = Mutate(MessageType::kGetShardTable, request.Encode());
+  if (!r.ok()) return r.status();
+  // Opened even if the reply turns out malformed: the caller releases it.
+  NoteOpened(ino);
+  return ShardTableReply::Decode(r->header.fields);
 }
 
 Status NamespaceClient::SetReplicas(const SetReplicasRequest& request) {

@@ -122,6 +122,9 @@ class NamespaceClient {
                                  std::chrono::milliseconds budget, bool track_reachability);
 
   void RenewLoop();
+  // Counts an open the registry accepted, for the session's renewals.
+  // Called with session_mu_ held shared.
+  void NoteOpened(uint64_t ino);
 
   RpcChannel channel_;
   const Options options_;

@@ -49,13 +49,6 @@ class MountFaultTest : public ::testing::Test {
     mount_.reset();
     cluster_.reset();
   }
-  virtual TestCluster::Options ClusterOptions() {
-    TestCluster::Options options;
-    options.nodes = 3;
-    options.replicas = 3;
-    options.down_after = 2.0;
-    return options;
-  }
 
   // Writes `size` bytes of seeded random data; returns their hash.
   uint64_t WriteRandomFile(const std::string& path, size_t size, uint32_t seed) {
