@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 
 #include "src/socket_security.h"
 
@@ -57,7 +59,20 @@ Status RpcServer::Start() {
     // A peer cannot make us buffer more than this many outgoing messages.
     router_->set(zmq::sockopt::sndhwm, 10000);
     router_->set(zmq::sockopt::rcvhwm, 10000);
-    router_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.max_payload + 4096));
+    // Per frame: a larger one ends the connection inside libzmq, before it
+    // allocates anything for it. The header frame is smaller still.
+    router_->set(zmq::sockopt::maxmsgsize,
+                 static_cast<int64_t>(std::max(options_.max_payload, kMaxHeaderBytes) + 4096));
+    // A connection that never finishes its greeting and handshake (a raw TCP
+    // connection left open, a client without the key that stalls) is closed
+    // after this, so half-open connections cannot pile up.
+    router_->set(zmq::sockopt::handshake_ivl, static_cast<int>(options_.handshake_timeout.count()));
+    // ZMTP PINGs: a peer that vanished without a FIN (a crashed host, a cut
+    // cable) is dropped after heartbeat_timeout instead of holding its pipes.
+    router_->set(zmq::sockopt::heartbeat_ivl,
+                 static_cast<int>(options_.heartbeat_interval.count()));
+    router_->set(zmq::sockopt::heartbeat_timeout,
+                 static_cast<int>(options_.heartbeat_timeout.count()));
     // Before bind: no connection may be taken without the cluster key.
     auto auth = SecureServerSocket(context_, *router_, "requests on " + options_.endpoint);
     if (!auth.ok()) {
@@ -73,6 +88,20 @@ Status RpcServer::Start() {
     return Status::Error(ErrorCode::kUnavailable,
                          "cannot listen on " + options_.endpoint + ": " + e.what());
   }
+  PeerQuota::Limits quota_limits;
+  quota_limits.max_requests_per_peer = options_.max_requests_per_peer;
+  quota_limits.max_bytes_per_peer = options_.max_bytes_per_peer;
+  quota_limits.max_bytes_total = options_.max_queued_bytes;
+  quota_ = std::make_unique<PeerQuota>(quota_limits);
+  ConnectionGuard::Limits guard_limits;
+  guard_limits.max_bytes_per_connection = options_.max_buffered_per_connection != 0
+                                              ? options_.max_buffered_per_connection
+                                              : options_.max_payload + kMaxHeaderBytes + (1u << 20);
+  guard_limits.max_bytes_total =
+      std::max<uint64_t>(options_.max_buffered_total, guard_limits.max_bytes_per_connection);
+  guard_limits.interval = options_.guard_interval;
+  guard_ = std::make_unique<ConnectionGuard>(PortOfEndpoint(bound_endpoint_), guard_limits);
+  guard_->Start();
   reply_endpoint_ = UniqueInprocName("reply");
   control_endpoint_ = UniqueInprocName("control");
   running_ = true;
@@ -97,15 +126,7 @@ Status RpcServer::Start() {
     while (true) {
       zmq::poll(items, 3, std::chrono::milliseconds(-1));
       if (items[2].revents & ZMQ_POLLIN) break;
-      if (items[1].revents & ZMQ_POLLIN) {
-        // Forward a finished reply: [peer][header][payload?].
-        std::vector<zmq::message_t> frames;
-        (void)zmq::recv_multipart(replies, std::back_inserter(frames));
-        for (size_t i = 0; i < frames.size(); ++i) {
-          router_->send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore
-                                                         : zmq::send_flags::dontwait);
-        }
-      }
+      if (items[1].revents & ZMQ_POLLIN) ForwardReply(replies);
       if (items[0].revents & ZMQ_POLLIN) HandleIncoming(*router_);
     }
     router_->close();
@@ -136,14 +157,34 @@ void RpcServer::Stop() {
     control.send(zmq::str_buffer("stop"), zmq::send_flags::none);
   }
   socket_thread_.join();
+  guard_.reset();
   router_.reset();
   authenticator_.reset();  // after the socket it guards
 }
 
-void RpcServer::SendError(zmq::socket_t& router, zmq::message_t& peer, uint64_t request_id,
+void RpcServer::ForwardReply(zmq::socket_t& replies) {
+  // [note][peer][header][payload?] from a worker.
+  std::vector<zmq::message_t> frames;
+  (void)zmq::recv_multipart(replies, std::back_inserter(frames));
+  if (frames.size() < 3 || frames[0].size() != sizeof(ReplyNote)) return;  // cannot happen
+  ReplyNote note;
+  std::memcpy(&note, frames[0].data(), sizeof(note));
+  quota_->Release(frames[1].to_string_view(), note.cost);
+  uint64_t bytes = 0;
+  for (size_t i = 2; i < frames.size(); ++i) bytes += frames[i].size();
+  guard_->Sent(note.ticket, bytes, frames.size() - 2);
+  for (size_t i = 1; i < frames.size(); ++i) {
+    router_->send(frames[i],
+                  i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::dontwait);
+  }
+}
+
+void RpcServer::SendError(zmq::socket_t& router, zmq::message_t& peer,
+                          const ConnectionGuard::Ticket& ticket, uint64_t request_id,
                           const Status& status) {
   std::string header =
       EncodeHeader(static_cast<uint16_t>(MessageType::kError), request_id, ErrorFields(status));
+  guard_->Sent(ticket, header.size(), 1);
   zmq::message_t peer_copy = CopyMessage(peer);
   router.send(peer_copy, zmq::send_flags::sndmore);
   router.send(zmq::buffer(header), zmq::send_flags::dontwait);
@@ -159,23 +200,28 @@ void RpcServer::HandleIncoming(zmq::socket_t& router) {
   }
   if (frames.empty()) return;
   zmq::message_t& peer = frames[0];
+  uint64_t bytes = 0;
+  for (size_t i = 1; i < frames.size(); ++i) bytes += frames[i].size();
+  const int source_fd = frames.size() > 1 ? zmq_msg_get(frames[1].handle(), ZMQ_SRCFD) : -1;
+  const ConnectionGuard::Ticket ticket =
+      guard_->Received(source_fd, peer.to_string_view(), bytes, frames.size() - 1);
   // A REQ-style client puts an empty delimiter first; tolerate and skip it.
   size_t first = 1;
   if (frames.size() > 2 && frames[1].size() == 0) first = 2;
   size_t parts = frames.size() - first;
   if (parts < 1 || parts > 2) {
-    SendError(router, peer, 0,
+    SendError(router, peer, ticket, 0,
               Status::Error(ErrorCode::kBadMessage, "a message has one or two frames"));
     return;
   }
   auto header = DecodeHeader(
       std::string_view(static_cast<const char*>(frames[first].data()), frames[first].size()));
   if (!header.ok()) {
-    SendError(router, peer, 0, header.status());
+    SendError(router, peer, ticket, 0, header.status());
     return;
   }
   if (header->version != kProtocolVersion) {
-    SendError(router, peer, header->request_id,
+    SendError(router, peer, ticket, header->request_id,
               Status::Error(ErrorCode::kVersionMismatch,
                             "protocol version " + std::to_string(header->version) +
                                 " is not supported (this server speaks " +
@@ -183,13 +229,22 @@ void RpcServer::HandleIncoming(zmq::socket_t& router) {
     return;
   }
   if (parts == 2 && frames[first + 1].size() > options_.max_payload) {
-    SendError(router, peer, header->request_id,
+    SendError(router, peer, ticket, header->request_id,
               Status::Error(ErrorCode::kTooLarge, "payload too large"));
+    return;
+  }
+  const uint64_t request_id = header->request_id;
+  const PeerQuota::Verdict verdict = quota_->Admit(peer.to_string_view(), bytes);
+  if (verdict != PeerQuota::Verdict::kAdmitted) {
+    SendError(router, peer, ticket, request_id,
+              Status::Error(ErrorCode::kBusy, PeerQuota::Explain(verdict)));
     return;
   }
   Job job;
   job.peer = std::move(peer);
   job.request.header = std::move(*header);
+  job.cost = bytes;
+  job.ticket = ticket;
   if (parts == 2) {
     job.request.has_payload = true;
     job.request.payload = std::move(frames[first + 1]);
@@ -202,7 +257,8 @@ void RpcServer::HandleIncoming(zmq::socket_t& router) {
       return;
     }
   }
-  SendError(router, job.peer, job.request.header.request_id,
+  quota_->Release(job.peer.to_string_view(), job.cost);
+  SendError(router, job.peer, ticket, request_id,
             Status::Error(ErrorCode::kBusy, "server queue is full"));
 }
 
@@ -228,6 +284,8 @@ void RpcServer::WorkerLoop(int /*index*/) {
       reply = RpcReply::Error(Status::Error(ErrorCode::kInternal, "internal error"));
     }
     std::string header = EncodeHeader(reply.type, job.request.header.request_id, reply.fields);
+    const ReplyNote note{job.cost, job.ticket};
+    out.send(zmq::buffer(&note, sizeof(note)), zmq::send_flags::sndmore);
     out.send(job.peer, zmq::send_flags::sndmore);
     if (reply.has_payload) {
       out.send(zmq::buffer(header), zmq::send_flags::sndmore);

@@ -8,9 +8,26 @@
 // A full queue is answered with kBusy instead of growing without bound.
 // With a cluster key the ROUTER is a CURVE server and only members connect
 // (src/socket_security.h).
+//
+// Limits, so that no peer (a member with the key, or anyone with --insecure)
+// can take the server's memory or its workers from the others:
+// - each frame is at most max_payload plus slack (ZMQ_MAXMSGSIZE: libzmq
+//   drops the connection before allocating a larger one);
+// - a connection that has not finished its handshake after
+//   handshake_timeout is dropped, and so is one that has been silent for
+//   heartbeat_timeout (ZMTP heartbeats, answered by every libzmq peer);
+// - each peer (connection) has at most max_requests_per_peer requests and
+//   max_bytes_per_peer request bytes queued or in a worker, all peers
+//   together max_queued requests and max_queued_bytes bytes (PeerQuota); past
+//   that a request is answered kBusy at once;
+// - what libzmq buffers per connection below the socket API (the frames of a
+//   message not finished yet, replies the peer does not read) is bounded by
+//   max_buffered_per_connection and max_buffered_total (ConnectionGuard):
+//   a connection past them is dropped, the others are not touched.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -22,6 +39,8 @@
 #include <zmq_addon.hpp>
 
 #include "protocol/envelope.h"
+#include "src/connection_guard.h"
+#include "src/peer_quota.h"
 #include "src/socket_security.h"
 #include "src/status.h"
 
@@ -55,6 +74,17 @@ class RpcServer {
     int workers = 4;
     size_t max_queued = 4096;  // requests waiting for a worker
     size_t max_payload = kMaxPayloadBytes;
+    size_t max_requests_per_peer = 64;
+    size_t max_bytes_per_peer = 128u << 20;
+    size_t max_queued_bytes = 1u << 30;
+    // 0: max_payload + kMaxHeaderBytes + 1 MiB, one largest message.
+    size_t max_buffered_per_connection = 0;
+    // Raised to max_buffered_per_connection if smaller.
+    size_t max_buffered_total = 512u << 20;
+    std::chrono::milliseconds guard_interval{200};
+    std::chrono::milliseconds handshake_timeout{10000};
+    std::chrono::milliseconds heartbeat_interval{10000};
+    std::chrono::milliseconds heartbeat_timeout{30000};
   };
 
   // `context` must outlive the server.
@@ -74,13 +104,22 @@ class RpcServer {
   struct Job {
     zmq::message_t peer;
     RpcRequest request;
+    size_t cost = 0;  // what PeerQuota counted for it
+    ConnectionGuard::Ticket ticket;
+  };
+  // Travels with a reply from a worker to the socket thread, as its first
+  // frame, so the socket thread can settle the request's accounts.
+  struct ReplyNote {
+    size_t cost = 0;
+    ConnectionGuard::Ticket ticket;
   };
 
   void SocketLoop();
   void WorkerLoop(int index);
   void HandleIncoming(zmq::socket_t& router);
-  void SendError(zmq::socket_t& router, zmq::message_t& peer, uint64_t request_id,
-                 const Status& status);
+  void ForwardReply(zmq::socket_t& replies);
+  void SendError(zmq::socket_t& router, zmq::message_t& peer, const ConnectionGuard::Ticket& ticket,
+                 uint64_t request_id, const Status& status);
 
   zmq::context_t& context_;
   Options options_;
@@ -91,6 +130,8 @@ class RpcServer {
   std::unique_ptr<zmq::socket_t> router_;  // bound in Start, used by the socket thread
   // The context's ZAP handler while router_ exists (null without a key).
   std::shared_ptr<Authenticator> authenticator_;
+  std::unique_ptr<PeerQuota> quota_;        // the socket thread's
+  std::unique_ptr<ConnectionGuard> guard_;  // made in Start, after the bind
 
   std::mutex mu_;
   std::condition_variable cv_;
