@@ -80,7 +80,10 @@ class RpcServer {
     // 0: max_payload + kMaxHeaderBytes + 1 MiB, one largest message.
     size_t max_buffered_per_connection = 0;
     // Raised to max_buffered_per_connection if smaller.
-    size_t max_buffered_total = 512u << 20;
+    size_t max_buffered_total = 256u << 20;
+    // Connections the kernel may hold for the socket's accept (capped by
+    // net.core.somaxconn): a burst of connects is queued, not refused.
+    int accept_backlog = 4096;
     std::chrono::milliseconds guard_interval{200};
     std::chrono::milliseconds handshake_timeout{10000};
     std::chrono::milliseconds heartbeat_interval{10000};
