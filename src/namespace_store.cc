@@ -755,8 +755,9 @@ Result<InodeAttrs> NamespaceStore::Lookup(uint64_t parent, std::string_view name
   SHARDFS_ASSIGN_OR_RETURN(const Inode* dir, FindDirConst(parent));
   if (name == ".") return dir->attrs;
   if (name == "..") return Find(dir->parent)->attrs;
-  if (name.size() > kMaxNameLength)
-    return Err(ErrorCode::kNameTooLong, "name longer than 255 bytes");
+  // A name from the wire: a '/' or a NUL is a malformed request, not a
+  // missing entry.
+  SHARDFS_RETURN_IF_ERROR(ValidateName(name));
   auto it = dir->children.find(std::string(name));
   if (it == dir->children.end()) return Err(ErrorCode::kNotFound, "no such entry");
   const Inode* inode = Find(it->second);

@@ -846,6 +846,11 @@ TEST_F(StoreTest, LookupErrors) {
   EXPECT_EQ(store_.Lookup(999, "x").status().code(), ErrorCode::kNotFound);
   EXPECT_EQ(store_.Lookup(kRootIno, std::string(300, 'x')).status().code(),
             ErrorCode::kNameTooLong);
+  // Names from the wire: a path or a NUL is malformed, not merely absent.
+  EXPECT_EQ(store_.Lookup(kRootIno, "f/../f").status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(store_.Lookup(kRootIno, std::string("f\0x", 3)).status().code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(store_.Lookup(kRootIno, "").status().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(store_.ReadDir(f, "", 10, false).status().code(), ErrorCode::kNotDir);
   EXPECT_EQ(store_.GetShards(kRootIno, 0, 1).status().code(), ErrorCode::kIsDir);
 }
