@@ -67,6 +67,7 @@ Status RpcServer::Start() {
     // connection left open, a client without the key that stalls) is closed
     // after this, so half-open connections cannot pile up.
     router_->set(zmq::sockopt::handshake_ivl, static_cast<int>(options_.handshake_timeout.count()));
+    router_->set(zmq::sockopt::backlog, options_.accept_backlog);
     // ZMTP PINGs: a peer that vanished without a FIN (a crashed host, a cut
     // cable) is dropped after heartbeat_timeout instead of holding its pipes.
     router_->set(zmq::sockopt::heartbeat_ivl,
