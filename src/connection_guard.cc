@@ -19,10 +19,12 @@ namespace shardfs {
 namespace {
 
 // What arrives beyond the frames' own bytes: the ZMTP greeting and the
-// security handshake once per connection, and per frame its header (CURVE
-// wraps each frame in a MESSAGE command with a nonce and a MAC). Generous on
-// purpose: overestimating the framing only makes the guard more lenient.
-constexpr uint64_t kHandshakeAllowance = 64u << 10;
+// security handshake once per connection (under 1 KiB), and per frame its
+// header (CURVE wraps each frame in a MESSAGE command with a nonce and a
+// MAC). Generous, since overestimating only makes the guard more lenient,
+// but not so generous that thousands of connections could each hide much
+// below it. (The server sends no ZMTP heartbeats, so no PONGs arrive.)
+constexpr uint64_t kHandshakeAllowance = 4u << 10;
 constexpr uint64_t kPerFrameAllowance = 96;
 constexpr auto kLogInterval = std::chrono::seconds(10);
 

@@ -68,12 +68,14 @@ Status RpcServer::Start() {
     // after this, so half-open connections cannot pile up.
     router_->set(zmq::sockopt::handshake_ivl, static_cast<int>(options_.handshake_timeout.count()));
     router_->set(zmq::sockopt::backlog, options_.accept_backlog);
-    // ZMTP PINGs: a peer that vanished without a FIN (a crashed host, a cut
-    // cable) is dropped after heartbeat_timeout instead of holding its pipes.
-    router_->set(zmq::sockopt::heartbeat_ivl,
-                 static_cast<int>(options_.heartbeat_interval.count()));
-    router_->set(zmq::sockopt::heartbeat_timeout,
-                 static_cast<int>(options_.heartbeat_timeout.count()));
+    // A peer that vanished without a FIN (a crashed host, a cut cable) is
+    // dropped by the kernel's keepalive probes instead of holding its pipes.
+    router_->set(zmq::sockopt::tcp_keepalive, 1);
+    router_->set(zmq::sockopt::tcp_keepalive_idle,
+                 static_cast<int>(options_.keepalive_idle.count()));
+    router_->set(zmq::sockopt::tcp_keepalive_intvl,
+                 static_cast<int>(options_.keepalive_interval.count()));
+    router_->set(zmq::sockopt::tcp_keepalive_cnt, options_.keepalive_count);
     // Before bind: no connection may be taken without the cluster key.
     auto auth = SecureServerSocket(context_, *router_, "requests on " + options_.endpoint);
     if (!auth.ok()) {

@@ -14,8 +14,8 @@
 // - each frame is at most max_payload plus slack (ZMQ_MAXMSGSIZE: libzmq
 //   drops the connection before allocating a larger one);
 // - a connection that has not finished its handshake after
-//   handshake_timeout is dropped, and so is one that has been silent for
-//   heartbeat_timeout (ZMTP heartbeats, answered by every libzmq peer);
+//   handshake_timeout is dropped, and so is one whose peer is gone without
+//   a FIN (TCP keepalive);
 // - each peer (connection) has at most max_requests_per_peer requests and
 //   max_bytes_per_peer request bytes queued or in a worker, all peers
 //   together max_queued requests and max_queued_bytes bytes (PeerQuota); past
@@ -86,8 +86,13 @@ class RpcServer {
     int accept_backlog = 4096;
     std::chrono::milliseconds guard_interval{200};
     std::chrono::milliseconds handshake_timeout{10000};
-    std::chrono::milliseconds heartbeat_interval{10000};
-    std::chrono::milliseconds heartbeat_timeout{30000};
+    // TCP keepalive: a peer gone without a FIN is dropped after
+    // idle + count * interval. Kernel probes carry no data, unlike ZMTP
+    // heartbeats, whose PONGs ConnectionGuard could not tell from an
+    // unfinished message.
+    std::chrono::seconds keepalive_idle{30};
+    std::chrono::seconds keepalive_interval{10};
+    int keepalive_count = 3;
   };
 
   // `context` must outlive the server.
