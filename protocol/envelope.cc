@@ -1,13 +1,18 @@
 #include "protocol/envelope.h"
 
+#include "protocol/msgpack_bounds.h"
+
 namespace shardfs {
 namespace {
 
-// Bounds for the MessagePack parser itself, so a tiny message cannot claim a
-// huge array and make the parser allocate for it.
+constexpr size_t kMaxDepth = 16;
+
+// Bounds for the MessagePack parser itself, per container. They alone let a
+// tiny message nest claims of a million elements 16 deep (384 MiB), hence
+// CheckClaimedSizes() first.
 msgpack::unpack_limit ParserLimits() {
   return msgpack::unpack_limit(/*array=*/1u << 20, /*map=*/1u << 16, /*str=*/kMaxHeaderBytes,
-                               /*bin=*/kMaxHeaderBytes, /*ext=*/0, /*depth=*/16);
+                               /*bin=*/kMaxHeaderBytes, /*ext=*/0, /*depth=*/kMaxDepth);
 }
 
 }  // namespace
@@ -27,6 +32,9 @@ Result<Envelope> DecodeHeader(std::string_view bytes) {
   if (bytes.empty()) return Status::Error(ErrorCode::kBadMessage, "empty header");
   if (bytes.size() > kMaxHeaderBytes)
     return Status::Error(ErrorCode::kTooLarge, "header too large");
+  if (Status claims = CheckClaimedSizes(bytes, 0, kMaxDepth); !claims.ok()) {
+    return Status::Error(ErrorCode::kBadMessage, "undecodable header: " + claims.message());
+  }
   auto zone = std::make_shared<msgpack::object_handle>();
   std::size_t offset = 0;
   try {

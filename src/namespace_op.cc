@@ -4,6 +4,9 @@
 #include <limits>
 #include <type_traits>
 
+#include "protocol/msgpack_bounds.h"
+#include "protocol/node_messages.h"
+
 namespace shardfs {
 namespace codec {
 
@@ -106,7 +109,9 @@ bool UnpackShardEntry(const msgpack::object& obj, ShardEntry* entry) {
   if (!r.ok() || reps->type != msgpack::type::ARRAY) return false;
   ArrayReader rr(*reps);
   entry->replicas.resize(rr.remaining());
-  for (std::string& s : entry->replicas) rr.Str(&s);
+  for (std::string& s : entry->replicas) {
+    if (rr.Str(&s) && s.size() > kMaxNodeIdLength) rr.Fail();
+  }
   return rr.ok();
 }
 
@@ -283,7 +288,11 @@ struct ReadVisitor {
     if (o == nullptr) return *this;
     ArrayReader items(*o);
     x.resize(items.remaining());
-    for (std::string& s : x) items.Str(&s);
+    // Only replica lists are string lists; node ids are bounded as on the
+    // wire, and as the snapshot's node table requires.
+    for (std::string& s : x) {
+      if (items.Str(&s) && s.size() > kMaxNodeIdLength) items.Fail();
+    }
     if (!items.ok()) r.Fail();
     return *this;
   }
@@ -354,7 +363,11 @@ Result<NamespaceOp> DecodeOp(std::string_view bytes) {
     // Every element takes at least one byte, so no honest container claims
     // more elements than there are bytes; the limit stops a forged length from
     // making msgpack-c allocate gigabytes.
+    // Nor nested claims that each fit but add up to many times the size.
     const size_t n = bytes.size();
+    if (Status claims = CheckClaimedSizes(bytes, 0, 16); !claims.ok()) {
+      return Status::Error(ErrorCode::kBadMessage, "undecodable namespace op: " + claims.message());
+    }
     msgpack::unpack_limit limit(n, n, n, n, n, 16);
     msgpack::object_handle oh =
         msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr, limit);

@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <exception>
+#include <stdexcept>
 #include <type_traits>
+
+#include "protocol/msgpack_bounds.h"
+#include "protocol/node_messages.h"
 
 namespace shardfs {
 namespace {
@@ -1295,6 +1299,11 @@ Status NamespaceStore::LoadSnapshot(std::string_view bytes) {
     auto reference = [](msgpack::type::object_type, size_t, void*) { return true; };
     auto next = [&]() {
       zone.clear();
+      // Claims that add up to more than the bytes left, and deep nesting,
+      // are refused before msgpack-c allocates for them.
+      if (Status claims = CheckClaimedSizes(bytes, offset, 16); !claims.ok()) {
+        throw std::runtime_error(claims.message());
+      }
       return msgpack::unpack(zone, bytes.data(), bytes.size(), offset, reference, nullptr, limit);
     };
     const msgpack::object head = next();
@@ -1314,7 +1323,12 @@ Status NamespaceStore::LoadSnapshot(std::string_view bytes) {
     std::vector<std::string> table;
     codec::ArrayReader tr(*table_obj);
     table.resize(tr.remaining());
-    for (std::string& id : table) tr.Str(&id);
+    // Ids are bounded as on the wire: each replica reference is one byte in
+    // the file but a copy of its id in memory, so one long id referenced by
+    // every shard would cost (file size)^2.
+    for (std::string& id : table) {
+      if (tr.Str(&id) && id.size() > kMaxNodeIdLength) tr.Fail();
+    }
     if (!tr.ok()) return corrupt("bad node table");
 
     inodes.reserve(inode_count);
