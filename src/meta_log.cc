@@ -34,36 +34,6 @@ Status ErrnoStatus(const std::string& what, int err) {
                        what + ": " + std::strerror(err));
 }
 
-// Walks the records in `data`, calling `fn` for each good one.
-Status ReadRecords(std::string_view data, const MetaLog::RecordFn& fn, LogReadResult* result) {
-  result->file_bytes = data.size();
-  size_t pos = 0;
-  while (pos < data.size()) {
-    LogRecordView rec;
-    LogRecordCheck check = DecodeLogRecord(data.substr(pos), &rec);
-    if (check == LogRecordCheck::kShort) {
-      result->stopped_because = "torn record at offset " + std::to_string(pos);
-      break;
-    }
-    if (check == LogRecordCheck::kBad) {
-      result->stopped_because = "damaged record at offset " + std::to_string(pos);
-      break;
-    }
-    if (result->records > 0 && rec.seq != result->last_seq + 1) {
-      result->stopped_because = "sequence jumps from " + std::to_string(result->last_seq) + " to " +
-                                std::to_string(rec.seq) + " at offset " + std::to_string(pos);
-      break;
-    }
-    if (fn) SHARDFS_RETURN_IF_ERROR(fn(rec.seq, rec.payload));
-    if (result->records == 0) result->first_seq = rec.seq;
-    result->last_seq = rec.seq;
-    result->records++;
-    pos += rec.encoded_size;
-  }
-  result->valid_bytes = pos;
-  return Status::Ok();
-}
-
 Result<std::string> ReadWholeFile(int fd, const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return ErrnoStatus("stat " + path, errno);
@@ -130,8 +100,44 @@ Result<LogReadResult> MetaLog::ReadFile(const std::string& path, const RecordFn&
     return ErrnoStatus("open " + path, errno);
   }
   SHARDFS_ASSIGN_OR_RETURN(std::string data, ReadWholeFile(fd.get(), path));
+  return ReadBuffer(data, fn);
+}
+
+Result<LogReadResult> MetaLog::ReadBuffer(std::string_view data, const RecordFn& fn) {
   LogReadResult result;
-  SHARDFS_RETURN_IF_ERROR(ReadRecords(data, fn, &result));
+  result.file_bytes = data.size();
+  size_t pos = 0;
+  while (pos < data.size()) {
+    LogRecordView rec;
+    LogRecordCheck check = DecodeLogRecord(data.substr(pos), &rec);
+    if (check == LogRecordCheck::kShort) {
+      result.stopped_because = "torn record at offset " + std::to_string(pos);
+      break;
+    }
+    if (check == LogRecordCheck::kBad) {
+      result.stopped_because = "damaged record at offset " + std::to_string(pos);
+      break;
+    }
+    // Numbering starts at 1 and the next seq must exist: 0 and 2^64-1 are
+    // forged (with 2^64-1, the next record's seq would wrap to 0 and Open
+    // would number new records below it, so the next read would drop them).
+    if (rec.seq == 0 || rec.seq == UINT64_MAX) {
+      result.stopped_because = "impossible sequence number " + std::to_string(rec.seq) +
+                               " at offset " + std::to_string(pos);
+      break;
+    }
+    if (result.records > 0 && rec.seq != result.last_seq + 1) {
+      result.stopped_because = "sequence jumps from " + std::to_string(result.last_seq) + " to " +
+                               std::to_string(rec.seq) + " at offset " + std::to_string(pos);
+      break;
+    }
+    if (fn) SHARDFS_RETURN_IF_ERROR(fn(rec.seq, rec.payload));
+    if (result.records == 0) result.first_seq = rec.seq;
+    result.last_seq = rec.seq;
+    result.records++;
+    pos += rec.encoded_size;
+  }
+  result.valid_bytes = pos;
   return result;
 }
 
@@ -148,7 +154,7 @@ Result<std::unique_ptr<MetaLog>> MetaLog::Open(const std::string& path, uint64_t
   LogReadResult result;
   if (!created) {
     SHARDFS_ASSIGN_OR_RETURN(std::string data, ReadWholeFile(fd.get(), path));
-    SHARDFS_RETURN_IF_ERROR(ReadRecords(data, fn, &result));
+    SHARDFS_ASSIGN_OR_RETURN(result, ReadBuffer(data, fn));
     if (result.valid_bytes < result.file_bytes) {
       // Drop the damaged tail now, so new records follow the last good one
       // and the next replay does not stop early again.

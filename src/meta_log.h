@@ -90,6 +90,10 @@ class MetaLog {
 
   // Reads every good record of an existing file; changes nothing on disk.
   static Result<LogReadResult> ReadFile(const std::string& path, const RecordFn& fn);
+  // The same on a log file's bytes already in memory: what ReadFile and Open
+  // do once they have read the file. Never fails on damage (that only ends
+  // the read, see stopped_because); fails only with what `fn` returns.
+  static Result<LogReadResult> ReadBuffer(std::string_view data, const RecordFn& fn);
 
   // Opens `path` for appending, creating it (and syncing its directory) when
   // absent. Existing records are passed to `fn` first, a damaged tail is cut

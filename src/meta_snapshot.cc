@@ -42,6 +42,17 @@ Status Errno(const std::string& what, int err) {
                        what + ": " + std::strerror(err));
 }
 
+std::string EncodeHeader(uint64_t seq, std::string_view payload) {
+  std::string header;
+  header.reserve(kHeaderSize);
+  header.append(kMagic);
+  PutU32(&header, kVersion);
+  PutU64(&header, seq);
+  PutU64(&header, payload.size());
+  PutU64(&header, XXH64(payload.data(), payload.size(), seq));
+  return header;
+}
+
 Status WriteAll(int fd, std::string_view bytes, const std::string& path) {
   size_t done = 0;
   while (done < bytes.size()) {
@@ -69,17 +80,37 @@ std::optional<uint64_t> ParseSnapshotFileName(std::string_view name) {
   return seq;
 }
 
+std::string EncodeSnapshotFile(uint64_t seq, std::string_view payload) {
+  std::string out = EncodeHeader(seq, payload);
+  out.append(payload);
+  return out;
+}
+
+Result<SnapshotFileView> DecodeSnapshotFile(std::string_view data) {
+  auto corrupt = [](std::string why) { return Status::Error(ErrorCode::kCorrupt, std::move(why)); };
+  if (data.size() < kHeaderSize) return corrupt("shorter than its header");
+  if (data.substr(0, 8) != kMagic) return corrupt("bad magic");
+  const uint32_t version = static_cast<uint32_t>(GetLE(data.data() + 8, 4));
+  if (version != kVersion) return corrupt("unknown version " + std::to_string(version));
+  SnapshotFileView out;
+  out.seq = GetLE(data.data() + 12, 8);
+  const uint64_t length = GetLE(data.data() + 20, 8);
+  const uint64_t checksum = GetLE(data.data() + 28, 8);
+  if (length != data.size() - kHeaderSize) return corrupt("length does not match the file size");
+  out.payload = data.substr(kHeaderSize);
+  if (XXH64(out.payload.data(), out.payload.size(), out.seq) != checksum) {
+    return corrupt("bad checksum");
+  }
+  return out;
+}
+
 Result<std::string> WriteSnapshotFile(const std::string& dir, uint64_t seq,
                                       std::string_view payload) {
   const std::string tmp = (fs::path(dir) / kTempName).string();
   const std::string final_path = (fs::path(dir) / SnapshotFileName(seq)).string();
-  std::string header;
-  header.reserve(kHeaderSize);
-  header.append(kMagic);
-  PutU32(&header, kVersion);
-  PutU64(&header, seq);
-  PutU64(&header, payload.size());
-  PutU64(&header, XXH64(payload.data(), payload.size(), seq));
+  // Header and payload are written apart: the payload can be large, and a
+  // copy of it would only be joined to 36 bytes.
+  const std::string header = EncodeHeader(seq, payload);
 
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd.valid()) return Errno("create " + tmp, errno);
@@ -120,15 +151,10 @@ Result<LoadedSnapshot> ReadSnapshotFile(const std::string& path) {
     if (n == 0) return corrupt("shrank while being read");
     done += static_cast<size_t>(n);
   }
-  if (std::string_view(data).substr(0, 8) != kMagic) return corrupt("bad magic");
-  const uint32_t version = static_cast<uint32_t>(GetLE(data.data() + 8, 4));
-  if (version != kVersion) return corrupt("unknown version " + std::to_string(version));
+  auto view = DecodeSnapshotFile(data);
+  if (!view.ok()) return corrupt(view.status().message());
   LoadedSnapshot out;
-  out.seq = GetLE(data.data() + 12, 8);
-  const uint64_t length = GetLE(data.data() + 20, 8);
-  const uint64_t checksum = GetLE(data.data() + 28, 8);
-  if (length != size - kHeaderSize) return corrupt("length does not match the file size");
-  if (XXH64(data.data() + kHeaderSize, length, out.seq) != checksum) return corrupt("bad checksum");
+  out.seq = view->seq;
   if (auto named = ParseSnapshotFileName(fs::path(path).filename().string());
       named.has_value() && *named != out.seq) {
     return corrupt("seq does not match the file name");

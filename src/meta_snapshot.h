@@ -35,6 +35,20 @@ std::string SnapshotFileName(uint64_t seq);
 // The seq in a snapshot file name, or nullopt for any other name.
 std::optional<uint64_t> ParseSnapshotFileName(std::string_view name);
 
+// The file's bytes for `payload` as of `seq`: header and payload.
+std::string EncodeSnapshotFile(uint64_t seq, std::string_view payload);
+
+struct SnapshotFileView {
+  uint64_t seq = 0;
+  std::string_view payload;  // points into the decoded bytes
+};
+
+// Checks a snapshot file's bytes (magic, version, length, checksum):
+// kCorrupt on anything that is not a whole snapshot file. What
+// ReadSnapshotFile does once it has read the file, and what the fuzz target
+// feeds hostile bytes.
+Result<SnapshotFileView> DecodeSnapshotFile(std::string_view data);
+
 // Writes the snapshot covering `seq` durably; returns its path.
 Result<std::string> WriteSnapshotFile(const std::string& dir, uint64_t seq,
                                       std::string_view payload);

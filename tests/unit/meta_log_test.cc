@@ -213,6 +213,54 @@ TEST(MetaLogTest, SequenceGapEndsTheLog) {
   EXPECT_NE(info->stopped_because.find("sequence"), std::string::npos);
 }
 
+TEST(MetaLogTest, ReadBufferReadsWhatReadFileReads) {
+  const std::string bytes =
+      EncodeLogRecord(7, "a") + EncodeLogRecord(8, "bc") + std::string("\x05\x00", 2);
+  Replayed r;
+  auto info = MetaLog::ReadBuffer(bytes, r.Fn());
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(r.seqs, (std::vector<uint64_t>{7, 8}));
+  EXPECT_EQ(r.payloads, (std::vector<std::string>{"a", "bc"}));
+  EXPECT_EQ(info->first_seq, 7u);
+  EXPECT_EQ(info->last_seq, 8u);
+  EXPECT_EQ(info->valid_bytes, bytes.size() - 2);
+  EXPECT_EQ(info->file_bytes, bytes.size());
+  EXPECT_NE(info->stopped_because.find("torn"), std::string::npos);
+}
+
+// Sequence numbers start at 1, and one record must be able to follow each.
+TEST(MetaLogTest, ImpossibleSequenceNumbersEndTheLog) {
+  for (uint64_t seq : {uint64_t{0}, UINT64_MAX}) {
+    Replayed r;
+    auto info =
+        MetaLog::ReadBuffer(EncodeLogRecord(seq, "forged") + EncodeLogRecord(seq + 1, "x"), r.Fn());
+    ASSERT_TRUE(info.ok());
+    EXPECT_TRUE(r.seqs.empty()) << seq;
+    EXPECT_EQ(info->valid_bytes, 0u);
+    EXPECT_NE(info->stopped_because.find("impossible"), std::string::npos);
+  }
+}
+
+// A forged record numbered 2^64-1 used to be taken as the last good one:
+// Open then numbered new records from 1 (2^64-1 + 1 wraps), and the next
+// read stopped at the first of them, silently dropping acknowledged records.
+TEST(MetaLogTest, RecordsAppendedAfterAForgedMaximalSeqSurvive) {
+  TempDir dir;
+  const std::string path = dir.File("log.000001");
+  WriteBytes(path, EncodeLogRecord(UINT64_MAX, "forged"));
+  {
+    auto log = MetaLog::Open(path, 1, nullptr);
+    ASSERT_TRUE(log.ok());
+    auto seq = (*log)->Append("acknowledged");
+    ASSERT_TRUE(seq.ok());
+    ASSERT_TRUE((*log)->WaitDurable(*seq).ok());
+  }
+  Replayed r;
+  auto info = MetaLog::ReadFile(path, r.Fn());
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(r.payloads, (std::vector<std::string>{"acknowledged"}));
+}
+
 TEST(MetaLogTest, CallbackErrorStopsOpen) {
   TempDir dir;
   const std::string path = dir.File("log.000001");
