@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "protocol/msgpack_bounds.h"
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
@@ -121,20 +123,33 @@ class Mutator {
     }
   }
 
-  // Decodes `s`, replaces a few of its values with values of another type,
-  // edge values of the same type, shorter arrays and maps, or copies of
-  // other parts of the document, and encodes the result.
+  // Decodes `s` (a sequence of MessagePack objects, possibly after a few
+  // fixint bytes such as a magic, and before a tail that is not MessagePack),
+  // replaces a few of its values with values of another type, edge values of
+  // the same type, shorter arrays and maps, or copies of other parts of the
+  // document, and encodes the result, tail included.
   std::string Structured(const std::string& s) {
-    msgpack::object_handle handle;
-    try {
-      handle = msgpack::unpack(s.data(), s.size());
-    } catch (const std::exception&) {
-      return s;
+    // The objects live in the handles' zones, which this function owns.
+    std::vector<msgpack::object_handle> handles;
+    std::vector<msgpack::object> roots;
+    size_t offset = 0;
+    while (offset < s.size() && roots.size() < 64) {
+      // Seeds are ours, but a spliced one is not: no parse may allocate for
+      // what it only claims.
+      if (!shardfs::CheckClaimedSizes(s, offset, 16).ok()) break;
+      const size_t start = offset;
+      try {
+        handles.push_back(msgpack::unpack(s.data(), s.size(), offset));
+      } catch (const std::exception&) {
+        offset = start;
+        break;
+      }
+      roots.push_back(handles.back().get());
     }
-    // The objects live in the handle's zone, which this function owns.
-    msgpack::object root = handle.get();
+    if (roots.empty()) return s;
+    const std::string tail = s.substr(offset);
     std::vector<msgpack::object*> nodes;
-    Collect(&root, &nodes);
+    for (msgpack::object& root : roots) Collect(&root, &nodes);
     static const uint64_t kEdges[] = {0,
                                       1,
                                       4095,
@@ -207,8 +222,8 @@ class Mutator {
       }
     }
     msgpack::sbuffer out;
-    msgpack::pack(out, root);
-    return std::string(out.data(), out.size());
+    for (const msgpack::object& root : roots) msgpack::pack(out, root);
+    return std::string(out.data(), out.size()) + tail;
   }
 
   std::string RandomBytes(size_t n) {
