@@ -17,7 +17,13 @@
 // network hop, the copies, the checksums and the tmp-file-and-rename
 // publication.
 //
+// The whole matrix runs once with a cluster key (ZeroMQ CURVE on every
+// connection, as in production) and once with --insecure (plain TCP), each
+// against a node of its own, and a last table sets the two side by side: the
+// cost of encryption. --security picks one of the two.
+//
 //   node_bench [--node PATH] [--dir DIR] [--shards N] [--sync-shards N] [--reads N]
+//              [--security both|curve|insecure]
 //
 // Not a test: it prints a table and always exits 0 unless something fails.
 #include <fcntl.h>
@@ -149,41 +155,26 @@ void PlainRead(const std::string& path, uint64_t offset, size_t length, std::str
   ::close(fd);
 }
 
-}  // namespace
-}  // namespace shardfs
-
-int main(int argc, char** argv) {
-  using namespace shardfs;
-  std::string node_binary = BuildPath("nodeserver/shardfs-node");
-  std::string base_dir;
+struct Settings {
+  std::string node_binary;
   size_t shards = 64;
   size_t sync_shards = 32;
   size_t reads = 20000;
-  CLI::App app{"node_bench: shardfs-node over loopback next to plain write(2)/read(2)"};
-  app.add_option("--node", node_binary, "the shardfs-node binary")->capture_default_str();
-  app.add_option("--dir", base_dir, "directory on the disk to measure (default: $TMPDIR)");
-  app.add_option("--shards", shards, "4 MiB shards per put/get run")->capture_default_str();
-  app.add_option("--sync-shards", sync_shards, "4 MiB shards per synced put run")
-      ->capture_default_str();
-  app.add_option("--reads", reads, "4 KiB reads per run")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  if (!base_dir.empty()) setenv("TMPDIR", base_dir.c_str(), 1);
+};
 
-  TempDir dir("node-bench");
-  // Measured as run in production, with CURVE: this process's clients and,
-  // through $SHARDFS_KEY (set before any thread exists), the node.
-  TestKey key(dir.Sub("cluster.key"));
-  setenv("SHARDFS_KEY", key.path().c_str(), 1);
-  const std::string node_dir = dir.Sub("node");
-  const std::string plain_dir = dir.Sub("plain");
+// Starts a node (with the key file `key_path`, or --insecure if it is
+// empty), runs the whole matrix against it and next to plain files, stops
+// the node. The process key must already match (TestKey, or none).
+std::vector<Row> RunMatrix(const Settings& settings, const TempDir& dir, const std::string& mode,
+                           const std::string& key_path) {
+  const std::string node_dir = dir.Sub("node-" + mode);
+  const std::string plain_dir = dir.Sub("plain-" + mode);
   std::filesystem::create_directories(plain_dir);
   const uint16_t port = FreeTcpPort();
   if (port == 0) Die("no free port");
   const std::string ep = "tcp://127.0.0.1:" + std::to_string(port);
   DaemonProcess::Options o;
-  // Alone in a cluster of its own: no registry traffic in the measurement.
-  unsetenv("SHARDFS_REGISTRY");
-  o.argv = {node_binary,
+  o.argv = {settings.node_binary,
             "--data",
             node_dir,
             "--listen",
@@ -194,9 +185,14 @@ int main(int argc, char** argv) {
             "node-bench-" + std::to_string(getpid()),
             "--beacon-port",
             std::to_string(FreeUdpPort())};
-  o.log_path = dir.Sub("node.log");
+  if (key_path.empty()) {
+    o.argv.push_back("--insecure");
+  } else {
+    o.argv.insert(o.argv.end(), {"--key", key_path});
+  }
+  o.log_path = dir.Sub("node-" + mode + ".log");
   auto started = DaemonProcess::Start(o);
-  Check(started.status(), "start " + node_binary);
+  Check(started.status(), "start " + settings.node_binary);
   DaemonProcess node = std::move(started).value();
 
   zmq::context_t context;
@@ -206,15 +202,10 @@ int main(int argc, char** argv) {
     quick.attempts = 1;
     NodeClient probe(context, quick);
     if (!WaitUntil([&] { return probe.Ping(ep).ok(); }, 15s)) {
-      Die("shardfs-node does not answer:\n" + node.ReadLog());
+      Die("shardfs-node (" + mode + ") does not answer:\n" + node.ReadLog());
     }
   }
-
-  struct statfs fs {};
-  ::statfs(dir.path().c_str(), &fs);
-  std::cout << fmt::format(
-      "node_bench: shardfs-node at {}, data and plain files under {} (fs type 0x{:x}), {} CPUs\n",
-      ep, dir.path(), static_cast<uint64_t>(fs.f_type), std::thread::hardware_concurrency());
+  std::cout << fmt::format("node_bench: {} run, shardfs-node at {}\n", mode, ep);
 
   // One random 4 MiB buffer per thread, hashed up front as a client would.
   constexpr int kMaxThreads = 8;
@@ -230,11 +221,12 @@ int main(int argc, char** argv) {
     Check(clients.back()->Ping(ep), "ping");
   }
 
+  const size_t reads = settings.reads;
   std::vector<Row> rows;
   uint64_t next_inode = 1;
   for (int threads : {1, 8}) {
     for (bool sync : {false, true}) {
-      const size_t n = sync ? sync_shards : shards;
+      const size_t n = sync ? settings.sync_shards : settings.shards;
       const uint64_t inode = next_inode++;
       Row put{sync ? "put 4 MiB, sync" : "put 4 MiB", threads, n, kShardBytes};
       put.node_seconds = Timed(threads, n, [&](int t, size_t op) {
@@ -283,12 +275,87 @@ int main(int argc, char** argv) {
       rows.push_back(small);
     }
   }
-  std::cout << "\n";
-  PrintTable(rows);
-  std::cout << "\nnode % = plain time / node time: the share of plain-file speed the node "
-               "reaches.\n";
   clients.clear();
   int status = node.Stop(SIGTERM, 10s);
   if (!DaemonProcess::ExitedWith(status, 0)) Die("shardfs-node did not exit cleanly");
+  return rows;
+}
+
+// Node throughput with CURVE next to without, row by row.
+void PrintCost(const std::vector<Row>& insecure, const std::vector<Row>& curve) {
+  std::cout << fmt::format("{:<22} {:>7} | {:>14} {:>14} | {:>12}\n", "operation", "clients",
+                           "insecure MiB/s", "CURVE MiB/s", "CURVE/insec.");
+  std::cout << std::string(78, '-') << "\n";
+  for (size_t i = 0; i < insecure.size() && i < curve.size(); ++i) {
+    const Row& a = insecure[i];
+    const Row& b = curve[i];
+    const double mib = static_cast<double>(a.ops * a.bytes_per_op) / (1 << 20);
+    const double mib_b = static_cast<double>(b.ops * b.bytes_per_op) / (1 << 20);
+    std::cout << fmt::format("{:<22} {:>7} | {:>14.1f} {:>14.1f} | {:>11.0f}%\n", a.op, a.clients,
+                             mib / a.node_seconds, mib_b / b.node_seconds,
+                             100.0 * a.node_seconds / b.node_seconds);
+  }
+}
+
+}  // namespace
+}  // namespace shardfs
+
+int main(int argc, char** argv) {
+  using namespace shardfs;
+  Settings settings;
+  settings.node_binary = BuildPath("nodeserver/shardfs-node");
+  std::string base_dir;
+  std::string security = "both";
+  CLI::App app{"node_bench: shardfs-node over loopback next to plain write(2)/read(2)"};
+  app.add_option("--node", settings.node_binary, "the shardfs-node binary")->capture_default_str();
+  app.add_option("--dir", base_dir, "directory on the disk to measure (default: $TMPDIR)");
+  app.add_option("--shards", settings.shards, "4 MiB shards per put/get run")
+      ->capture_default_str();
+  app.add_option("--sync-shards", settings.sync_shards, "4 MiB shards per synced put run")
+      ->capture_default_str();
+  app.add_option("--reads", settings.reads, "4 KiB reads per run")->capture_default_str();
+  app.add_option("--security", security,
+                 "both: a run with a cluster key (CURVE) and one without (--insecure); or one")
+      ->check(CLI::IsMember({"both", "curve", "insecure"}))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (!base_dir.empty()) setenv("TMPDIR", base_dir.c_str(), 1);
+  // Each node gets its key (or --insecure) on its command line.
+  unsetenv("SHARDFS_KEY");
+  // Alone in a cluster of its own: no registry traffic in the measurement.
+  unsetenv("SHARDFS_REGISTRY");
+
+  TempDir dir("node-bench");
+  struct statfs fs {};
+  ::statfs(dir.path().c_str(), &fs);
+  std::cout << fmt::format("node_bench: data and plain files under {} (fs type 0x{:x}), {} CPUs\n",
+                           dir.path(), static_cast<uint64_t>(fs.f_type),
+                           std::thread::hardware_concurrency());
+
+  std::vector<Row> insecure_rows;
+  std::vector<Row> curve_rows;
+  if (security != "curve") insecure_rows = RunMatrix(settings, dir, "insecure", "");
+  if (security != "insecure") {
+    // This process's clients use the key while it lives; the node reads it
+    // from the file.
+    TestKey key(dir.Sub("cluster.key"));
+    curve_rows = RunMatrix(settings, dir, "curve", key.path());
+  }
+  const char* note =
+      "node % = plain time / node time: the share of plain-file speed the node reaches.\n";
+  if (!insecure_rows.empty()) {
+    std::cout << "\nWithout a cluster key (--insecure, plain TCP):\n";
+    PrintTable(insecure_rows);
+  }
+  if (!curve_rows.empty()) {
+    std::cout << "\nWith a cluster key (CURVE on every connection):\n";
+    PrintTable(curve_rows);
+  }
+  std::cout << "\n" << note;
+  if (!insecure_rows.empty() && !curve_rows.empty()) {
+    std::cout << "\nThe cost of encryption (node throughput; CURVE/insec. = insecure time / "
+                 "CURVE time):\n";
+    PrintCost(insecure_rows, curve_rows);
+  }
   return 0;
 }
