@@ -93,6 +93,10 @@ class RpcServer {
     std::chrono::seconds keepalive_idle{30};
     std::chrono::seconds keepalive_interval{10};
     int keepalive_count = 3;
+    // Requests the socket thread answers itself instead of queueing them for
+    // a worker: only cheap ones that never block (in-memory reads). Called
+    // on the socket thread; null: every request goes to a worker.
+    std::function<bool(const RpcRequest&)> answer_inline = nullptr;
   };
 
   // `context` must outlive the server.
@@ -124,6 +128,8 @@ class RpcServer {
 
   void SocketLoop();
   void WorkerLoop(int index);
+  // The handler's reply, or an internal error if it throws.
+  RpcReply Run(RpcRequest& request);
   void HandleIncoming(zmq::socket_t& router);
   void ForwardReply(zmq::socket_t& replies);
   void SendError(zmq::socket_t& router, zmq::message_t& peer, const ConnectionGuard::Ticket& ticket,

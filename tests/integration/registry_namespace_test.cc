@@ -956,10 +956,9 @@ TEST_F(RegistryNamespaceTest, OpenUnlinkedFileKeepsItsShardTableUntilRelease) {
 // Create-and-open and open-with-table take the open ref in the same round
 // trip, so an unlink right after keeps the file until its release.
 TEST_F(RegistryNamespaceTest, CreateAndOpenAndOpenWithTableKeepUnlinkedFiles) {
-  MknodRequest create = File(kRootIno, "made-open");
-  create.open = true;
-  auto made = client_->Mknod(create);
-  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  auto created = client_->CreateAndOpen(File(kRootIno, "made-open"));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  const InodeAttrs* made = &created->attrs;
   ASSERT_TRUE(client_->Unlink(kRootIno, "made-open").ok());
   EXPECT_EQ(client_->GetAttr(made->ino)->nlink, 0u) << "created open: kept as an orphan";
   ASSERT_TRUE(client_->Release(made->ino).ok());

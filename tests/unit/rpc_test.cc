@@ -4,6 +4,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 
 #include "src/rpc_channel.h"
@@ -106,6 +107,41 @@ TEST_F(RpcTest, SlowRequestDoesNotStallOthers) {
   EXPECT_TRUE(channel_->Call(MessageType::kNodePing, w, 5000ms).ok());
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1000ms);
   slow.join();
+}
+
+// Requests the server answers on its socket thread need no worker: they are
+// answered while the only worker is busy, and their replies are the
+// handler's, payload included.
+TEST_F(RpcTest, InlineRequestsAreAnsweredWhileEveryWorkerIsBusy) {
+  std::atomic<int> inline_calls{0};
+  RpcServer::Options options{"tcp://127.0.0.1:0", 1};
+  options.answer_inline = [](const RpcRequest& r) { return r.type() == MessageType::kNodeInfo; };
+  RpcServer server(ctx_, options, [&](RpcRequest& r) {
+    if (r.type() == MessageType::kNodeInfo) ++inline_calls;
+    return EchoHandler(r);
+  });
+  ASSERT_TRUE(server.Start().ok());
+  RpcChannel channel(ctx_, server.endpoint());
+  std::thread busy([&] {
+    FieldWriter w;
+    w.U64("x", 1).U64("sleep_ms", 3000);
+    EXPECT_TRUE(channel.Call(MessageType::kNodePing, w, 10000ms).ok());
+  });
+  std::this_thread::sleep_for(200ms);  // the worker is asleep in the handler
+  FieldWriter w;
+  w.U64("x", 7);
+  // Well inside the busy request's 3 s: with a worker needed, it would wait.
+  auto r = channel.Call(MessageType::kNodeInfo, w, 1500ms, "inline payload", true);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->header.fields.U64("x").value(), 7u);
+  EXPECT_EQ(r->payload_view(), "inline payload");
+  FieldWriter bad;
+  bad.U64("x", 13);  // the handler's error comes back as an error
+  EXPECT_EQ(channel.Call(MessageType::kNodeInfo, bad, 1500ms).status().code(),
+            ErrorCode::kNotFound);
+  EXPECT_EQ(inline_calls, 2);
+  busy.join();
+  server.Stop();
 }
 
 TEST_F(RpcTest, CallAllToSeveralServers) {
