@@ -19,17 +19,9 @@
 
 #include "protocol/envelope.h"
 #include "protocol/node_messages.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
-
-// A broken promise: abort, so libFuzzer and the replay test both report it.
-#define FUZZ_CHECK(cond)                                                                 \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
-      std::fprintf(stderr, "%s:%d: fuzz check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                      \
-    }                                                                                    \
-  } while (0)
 
 using namespace shardfs;
 

@@ -27,17 +27,9 @@
 #include "src/meta_snapshot.h"
 #include "src/namespace_op.h"
 #include "src/namespace_store.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
-
-// A broken promise: abort, so libFuzzer and the replay test both report it.
-#define FUZZ_CHECK(cond)                                                                 \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
-      std::fprintf(stderr, "%s:%d: fuzz check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                      \
-    }                                                                                    \
-  } while (0)
 
 using namespace shardfs;
 
