@@ -40,11 +40,13 @@ class MountTest : public ::testing::Test {
     cluster_ = std::make_unique<TestCluster>(ClusterOptions());
     Status st = cluster_->Start();
     ASSERT_TRUE(st.ok()) << st.ToString() << cluster_->Logs();
-    mount_ = std::make_unique<TestMount>(*cluster_, cluster_->dir() + "/mnt");
+    mount_ = std::make_unique<TestMount>(*cluster_, cluster_->dir() + "/mnt", MountArgs());
     st = mount_->Mount();
     ASSERT_TRUE(st.ok()) << st.ToString();
     m_ = mount_->path();
   }
+  // Flags added to the mount's command line.
+  virtual std::vector<std::string> MountArgs() { return {}; }
   void TearDown() override {
     if (HasFailure() && cluster_) {
       std::printf("%s\n--- mount\n%s\n", cluster_->Logs().c_str(),
@@ -556,20 +558,7 @@ TEST_F(MountSyncTest, UnsyncedShardsAreMadeDurableInTheBackgroundAndAtUnmount) {
 // mount asked of the cluster.
 class MountDebugLogTest : public MountTest {
  protected:
-  void SetUp() override {
-    if (!FuseAvailable()) {
-      if (InCi()) FAIL() << "/dev/fuse is not usable";
-      GTEST_SKIP() << "/dev/fuse is not usable";
-    }
-    cluster_ = std::make_unique<TestCluster>(ClusterOptions());
-    Status st = cluster_->Start();
-    ASSERT_TRUE(st.ok()) << st.ToString() << cluster_->Logs();
-    mount_ = std::make_unique<TestMount>(*cluster_, cluster_->dir() + "/mnt",
-                                         std::vector<std::string>{"--log-level", "debug"});
-    st = mount_->Mount();
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    m_ = mount_->path();
-  }
+  std::vector<std::string> MountArgs() override { return {"--log-level", "debug"}; }
   static size_t Count(const std::string& log, const std::string& what) {
     size_t n = 0;
     for (size_t pos = 0; (pos = log.find(what, pos)) != std::string::npos; pos += what.size()) ++n;
