@@ -12,8 +12,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -53,16 +55,28 @@ inline std::string LongFrameHeader(uint64_t size, bool more) {
   return h;
 }
 
-// A blocking TCP connection to 127.0.0.1:port; -1 on failure.
-inline int ConnectLoopback(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+// A TCP connection to 127.0.0.1:port; -1 on failure (errno kept).
+// `type_flags` are added to SOCK_STREAM | SOCK_CLOEXEC: with SOCK_NONBLOCK
+// the connect may still be in progress. A `timeout` other than zero bounds
+// the connect, and every send and receive after it.
+inline int ConnectLoopback(uint16_t port, int type_flags = 0, timeval timeout = {}) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
   if (fd < 0) return -1;
+  if (timeout.tv_sec != 0 || timeout.tv_usec != 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  }
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   sa.sin_port = htons(port);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+  // A blocking connect that timed out also says EINPROGRESS: a failure.
+  const bool in_progress_is_fine = (type_flags & SOCK_NONBLOCK) != 0;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 &&
+      !(in_progress_is_fine && errno == EINPROGRESS)) {
+    const int err = errno;
     close(fd);
+    errno = err;
     return -1;
   }
   return fd;

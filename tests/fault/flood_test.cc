@@ -120,17 +120,7 @@ std::string RawBytes(size_t i, std::mt19937_64& rng) {
 }
 
 int ConnectNonBlocking(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sa.sin_port = htons(port);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 && errno != EINPROGRESS) {
-    close(fd);
-    return -1;
-  }
-  return fd;
+  return raw_zmtp::ConnectLoopback(port, SOCK_NONBLOCK);
 }
 
 // Closes with a reset, so that 20,000 closed connections leave no TIME_WAIT

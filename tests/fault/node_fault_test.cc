@@ -37,6 +37,7 @@
 #include "src/block_checksum.h"
 #include "src/node_client.h"
 #include "tests/integration/daemon_process.h"
+#include "tests/raw_zmtp.h"
 #include "tests/temp_dir.h"
 #include "tests/test_data.h"
 #include "tests/test_key.h"
@@ -615,23 +616,11 @@ std::string CheckReply(const Probe& probe, std::vector<zmq::message_t>& frames) 
 
 // Opens a TCP connection to the node's port, bypassing ZeroMQ.
 int RawConnect(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
   // Connecting may take a SYN retransmission (1 s, then 3 s) when the
   // node's accept queue is briefly full under this load; longer than that
   // is a stall.
-  timeval connect_timeout{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &connect_timeout, sizeof(connect_timeout));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    int err = errno;
-    ::close(fd);
-    errno = err;
-    return -1;
-  }
+  int fd = raw_zmtp::ConnectLoopback(port, 0, timeval{5, 0});
+  if (fd < 0) return -1;
   timeval io_timeout{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &io_timeout, sizeof(io_timeout));
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &io_timeout, sizeof(io_timeout));

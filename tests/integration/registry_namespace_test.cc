@@ -36,6 +36,7 @@
 #include "src/namespace_store.h"
 #include "src/registry_link.h"
 #include "tests/integration/daemon_process.h"
+#include "tests/raw_zmtp.h"
 #include "tests/temp_dir.h"
 #include "tests/test_key.h"
 
@@ -1571,20 +1572,8 @@ TEST_F(RegistryNamespaceTest, RandomBytesAndMutatedRequestsOverZeroMq) {
 
 // Connects a plain TCP socket to the registry's port.
 int TcpConnect(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sa.sin_port = htons(port);
-  timeval tv{0, 300'000};  // a server that says nothing is waited for briefly
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
+  // A server that says nothing is waited for briefly.
+  return raw_zmtp::ConnectLoopback(port, 0, timeval{0, 300'000});
 }
 
 void SendAll(int fd, const std::string& bytes) {
