@@ -88,7 +88,9 @@ ShardFs::ShardFs(const MountOptions& options, std::string registry_endpoint)
       xattr_absent_(std::chrono::duration_cast<std::chrono::nanoseconds>(
           std::chrono::duration<double>(options.attr_timeout))),
       dir_attrs_(std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::duration<double>(options.attr_timeout))) {}
+          std::chrono::duration<double>(options.attr_timeout))),
+      entries_(EntryCache::Limits{std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::duration<double>(std::min(options.entry_timeout, options.attr_timeout)))}) {}
 
 void ShardFs::Start() {
   // ZeroMQ encrypts and decrypts (CURVE) on its I/O threads: with one, every
@@ -166,14 +168,38 @@ struct stat ShardFs::ToStat(const InodeAttrs& a) const {
   return st;
 }
 
-void ShardFs::ReplyEntry(fuse_req_t req, const InodeAttrs& attrs) {
+namespace {
+
+double AtMost(double timeout, std::optional<std::chrono::nanoseconds> left) {
+  if (!left.has_value()) return timeout;
+  return std::min(timeout, std::chrono::duration<double>(*left).count());
+}
+
+}  // namespace
+
+void ShardFs::ReplyEntry(fuse_req_t req, const InodeAttrs& attrs,
+                         std::optional<std::chrono::nanoseconds> left) {
   fuse_entry_param e;
   std::memset(&e, 0, sizeof(e));
   e.ino = attrs.ino;
   e.generation = 1;
   e.attr = ToStat(attrs);
-  e.attr_timeout = options_.attr_timeout;
-  e.entry_timeout = options_.entry_timeout;
+  e.attr_timeout = AtMost(options_.attr_timeout, left);
+  e.entry_timeout = AtMost(options_.entry_timeout, left);
+  fuse_reply_entry(req, &e);
+}
+
+void ShardFs::ReplyNoEntry(fuse_req_t req, std::optional<std::chrono::nanoseconds> left) {
+  // A negative entry: the kernel remembers the name is missing for the
+  // entry timeout, as it remembers names that exist, so tools probing for
+  // files (build tools, PATH and import searches) do not ask each time.
+  // Names made through this mount replace it at once; names made by other
+  // mounts show within the entry timeout, as renames already do.
+  if (options_.entry_timeout <= 0) return (void)fuse_reply_err(req, ENOENT);
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = 0;
+  e.entry_timeout = AtMost(options_.entry_timeout, left);
   fuse_reply_entry(req, &e);
 }
 
@@ -210,23 +236,49 @@ void ShardFs::Init(fuse_conn_info* conn) {
 }
 
 void ShardFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  spdlog::debug("lookup {} in {}", name, parent);
-  auto attrs = ns_->Lookup(parent, name);
-  if (!attrs.ok() && attrs.status().code() == ErrorCode::kNotFound && options_.entry_timeout > 0) {
-    // A negative entry: the kernel remembers the name is missing for the
-    // entry timeout, as it remembers names that exist, so tools probing for
-    // files (build tools, PATH and import searches) do not ask each time.
-    // Names made through this mount replace it at once; names made by other
-    // mounts show within the entry timeout, as renames already do.
-    fuse_entry_param e;
-    std::memset(&e, 0, sizeof(e));
-    e.ino = 0;
-    e.entry_timeout = options_.entry_timeout;
-    return (void)fuse_reply_entry(req, &e);
+  auto cached = entries_.Find(parent, name);
+  if (!cached && entries_.ShouldList(parent)) {
+    ListForLookups(parent);
+    cached = entries_.Find(parent, name);
   }
+  if (cached) {
+    if (!cached->attrs) return ReplyNoEntry(req, cached->left);
+    InodeAttrs& attrs = *cached->attrs;
+    if (auto f = FindOpenFile(attrs.ino); f && f->dirty()) attrs.size = f->attrs().size;
+    return ReplyEntry(req, attrs, cached->left);
+  }
+  spdlog::debug("lookup {} in {}: asking the registry", name, parent);
+  auto attrs = ns_->Lookup(parent, name);
+  if (!attrs.ok() && attrs.status().code() == ErrorCode::kNotFound) return ReplyNoEntry(req);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
   if (auto f = FindOpenFile(attrs->ino); f && f->dirty()) attrs->size = f->attrs().size;
   ReplyEntry(req, *attrs);
+}
+
+void ShardFs::ListForLookups(uint64_t dir) {
+  EntryCache::Ticket ticket = entries_.Begin(dir);
+  const size_t limit = entries_.limits().max_dir_entries;
+  auto entries = ListDir(dir, limit + 1);
+  if (!entries.ok() || entries->size() > limit) {
+    return entries_.Abandon(ticket, /*too_large=*/entries.ok());
+  }
+  spdlog::debug("listed {} names of directory {} for lookups", entries->size(), dir);
+  entries_.Store(ticket, std::move(*entries));
+}
+
+Result<std::vector<DirEntry>> ShardFs::ListDir(uint64_t dir, size_t limit) {
+  std::vector<DirEntry> entries;
+  ReadDirRequest r;
+  r.ino = dir;
+  r.max = 1000;
+  r.plus = true;
+  while (entries.size() < limit) {
+    SHARDFS_ASSIGN_OR_RETURN(ReadDirReply page, ns_->ReadDir(r));
+    for (auto& e : page.entries) entries.push_back(std::move(e));
+    if (!page.more || page.entries.empty()) break;
+    r.after = entries.back().name;
+  }
+  return entries;
 }
 
 void ShardFs::GetAttr(fuse_req_t req, fuse_ino_t ino) {
@@ -252,6 +304,7 @@ void ShardFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
       size_req.mask = kSetAttrSize;
       size_req.size = static_cast<uint64_t>(attr->st_size);
       auto r = ns_->SetAttr(size_req);
+      entries_.Changed(ino);
       if (!r.ok()) return ReplyStatus(req, r.status());
     }
   }
@@ -280,6 +333,7 @@ void ShardFs::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     r.mtime_ns = ToNs(attr->st_mtim);
   }
   Result<InodeAttrs> attrs = r.mask != 0 ? ns_->SetAttr(r) : ns_->GetAttr(ino);
+  entries_.Changed(ino);
   if (!attrs.ok()) {
     dir_attrs_.Forget(ino);
     return ReplyStatus(req, attrs.status());
@@ -310,6 +364,7 @@ void ShardFs::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
   // A new inode has no xattrs: the kernel's security.capability check
   // before the first write needs no round trip.
   xattr_absent_.NoteNoXattrs(attrs->ino);
+  entries_.Added(parent, name, *attrs);
   ReplyEntry(req, *attrs);
 }
 
@@ -319,18 +374,23 @@ void ShardFs::Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
 
 void ShardFs::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (ReadOnlyReject(req)) return;
-  ReplyStatus(req, ns_->Unlink(parent, name));
+  Status st = ns_->Unlink(parent, name);
+  if (st.ok()) entries_.Removed(parent, name);
+  ReplyStatus(req, st);
 }
 
 void ShardFs::Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (ReadOnlyReject(req)) return;
-  ReplyStatus(req, ns_->Rmdir(parent, name));
+  Status st = ns_->Rmdir(parent, name);
+  if (st.ok()) entries_.Removed(parent, name);
+  ReplyStatus(req, st);
 }
 
 void ShardFs::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
   if (ReadOnlyReject(req)) return;
   auto attrs = ns_->Symlink(SymlinkRequest{parent, name, link, CallerOf(req)});
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  entries_.Added(parent, name, *attrs);
   ReplyEntry(req, *attrs);
 }
 
@@ -341,13 +401,16 @@ void ShardFs::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   if (flags & RENAME_NOREPLACE) wire_flags |= kRenameNoReplace;
   if (flags & RENAME_EXCHANGE) wire_flags |= kRenameExchange;
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return (void)fuse_reply_err(req, EINVAL);
-  ReplyStatus(req, ns_->Rename(RenameRequest{parent, name, newparent, newname, wire_flags}));
+  Status st = ns_->Rename(RenameRequest{parent, name, newparent, newname, wire_flags});
+  if (st.ok()) entries_.Renamed(parent, name, newparent, newname);
+  ReplyStatus(req, st);
 }
 
 void ShardFs::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
   if (ReadOnlyReject(req)) return;
   auto attrs = ns_->Link(ino, newparent, newname);
   if (!attrs.ok()) return ReplyStatus(req, attrs.status());
+  entries_.Added(newparent, newname, *attrs);
   ReplyEntry(req, *attrs);
 }
 
@@ -402,6 +465,7 @@ void ShardFs::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (st.ok() && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     // With atomic_o_trunc the kernel leaves O_TRUNC to us.
     st = reinterpret_cast<Handle*>(fi->fh)->file->Truncate(0);
+    entries_.Changed(ino);
     if (!st.ok()) (void)CloseHandle(ino, fi);
   }
   if (!st.ok()) {
@@ -430,6 +494,7 @@ void ShardFs::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   if (!created.ok()) return ReplyStatus(req, created.status());
   const InodeAttrs* attrs = &created->attrs;
   xattr_absent_.NoteNoXattrs(attrs->ino);
+  entries_.Added(parent, name, *attrs);
   Status st = OpenHandle(attrs->ino, fi, OpenFile::Created(data_path_, *created));
   if (!st.ok()) {
     (void)ns_->Release(attrs->ino);
@@ -452,28 +517,37 @@ void ShardFs::Read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, f
   fuse_reply_buf(req, bytes->data(), bytes->size());
 }
 
-void ShardFs::Write(fuse_req_t req, fuse_ino_t /*ino*/, const char* buf, size_t size, off_t off,
+void ShardFs::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
                     fuse_file_info* fi) {
   auto* handle = reinterpret_cast<Handle*>(fi->fh);
   Status st = handle->file->Write(static_cast<uint64_t>(off), std::string_view(buf, size));
+  entries_.Changed(ino);
   if (!st.ok()) return ReplyStatus(req, st);
   fuse_reply_write(req, size);
 }
 
-void ShardFs::Flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+void ShardFs::Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* handle = reinterpret_cast<Handle*>(fi->fh);
-  ReplyStatus(req, handle->file->Flush(false));
+  ReplyStatus(req, FlushFile(ino, *handle->file, false));
 }
 
-void ShardFs::Fsync(fuse_req_t req, fuse_ino_t /*ino*/, int /*datasync*/, fuse_file_info* fi) {
+void ShardFs::Fsync(fuse_req_t req, fuse_ino_t ino, int /*datasync*/, fuse_file_info* fi) {
   auto* handle = reinterpret_cast<Handle*>(fi->fh);
-  ReplyStatus(req, handle->file->Flush(true));
+  ReplyStatus(req, FlushFile(ino, *handle->file, true));
+}
+
+Status ShardFs::FlushFile(uint64_t ino, OpenFile& file, bool sync) {
+  const bool wrote = file.dirty();
+  Status st = file.Flush(sync);
+  // The commit changed its size and mtime at the registry.
+  if (wrote) entries_.Changed(ino);
+  return st;
 }
 
 Status ShardFs::CloseHandle(uint64_t ino, fuse_file_info* fi) {
   std::unique_ptr<Handle> handle(reinterpret_cast<Handle*>(fi->fh));
   fi->fh = 0;
-  Status st = handle->file->Flush(false);
+  Status st = FlushFile(ino, *handle->file, false);
   std::lock_guard<std::mutex> lock(open_mu_);
   auto it = open_files_.find(ino);
   if (it != open_files_.end() && --it->second.handles == 0) {
@@ -494,16 +568,19 @@ void ShardFs::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void ShardFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto listing = std::make_unique<DirListing>();
   listing->ino = ino;
-  ReadDirRequest r;
-  r.ino = ino;
-  r.max = 1000;
-  r.plus = true;
-  while (true) {
-    auto page = ns_->ReadDir(r);
-    if (!page.ok()) return ReplyStatus(req, page.status());
-    for (auto& e : page->entries) listing->entries.push_back(std::move(e));
-    if (!page->more || page->entries.empty()) break;
-    r.after = listing->entries.back().name;
+  // The whole listing is here anyway: the lookups of a walk through it
+  // (ls -l, find, diff -r) can be answered from it.
+  EntryCache::Ticket ticket = entries_.Begin(ino);
+  auto entries = ListDir(ino, SIZE_MAX);
+  if (!entries.ok()) {
+    entries_.Abandon(ticket, /*too_large=*/false);
+    return ReplyStatus(req, entries.status());
+  }
+  listing->entries = std::move(*entries);
+  if (listing->entries.size() <= entries_.limits().max_dir_entries) {
+    entries_.Store(ticket, listing->entries);
+  } else {
+    entries_.Abandon(ticket, /*too_large=*/true);
   }
   fi->fh = reinterpret_cast<uint64_t>(listing.release());
   fuse_reply_open(req, fi);
@@ -601,8 +678,9 @@ void ShardFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
         goal > kMaxReplicas) {
       return (void)fuse_reply_err(req, EINVAL);
     }
-    return ReplyStatus(
-        req, ns_->SetReplicas(SetReplicasRequest{ino, static_cast<uint32_t>(goal), false}));
+    Status st = ns_->SetReplicas(SetReplicasRequest{ino, static_cast<uint32_t>(goal), false});
+    entries_.Changed(ino);
+    return ReplyStatus(req, st);
   }
   uint32_t wire = 0;
   if (flags & XATTR_CREATE) wire |= kXattrCreate;
@@ -612,6 +690,7 @@ void ShardFs::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   Status st = ns_->SetXattr(ino, name, std::string(value, size), wire);
   xattr_absent_.Invalidate(ino);
   dir_attrs_.Forget(ino);  // its ctime changed
+  entries_.Changed(ino);
   ReplyStatus(req, st);
 }
 
@@ -656,6 +735,7 @@ void ShardFs::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Status st = ns_->RemoveXattr(ino, name);
   xattr_absent_.Invalidate(ino);
   dir_attrs_.Forget(ino);  // its ctime changed
+  entries_.Changed(ino);
   ReplyStatus(req, st);
 }
 

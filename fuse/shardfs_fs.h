@@ -20,6 +20,7 @@
 #include "fuse/mount_options.h"
 #include "src/background_syncer.h"
 #include "src/dir_attr_cache.h"
+#include "src/entry_cache.h"
 #include "src/latency_tracker.h"
 #include "src/namespace_client.h"
 #include "src/node_client.h"
@@ -90,11 +91,20 @@ class ShardFs {
   void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   void RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name);
 
-  void ReplyEntry(fuse_req_t req, const InodeAttrs& attrs);
+  // `left`: how long the answer holds, when less than the mount's timeouts.
+  void ReplyEntry(fuse_req_t req, const InodeAttrs& attrs,
+                  std::optional<std::chrono::nanoseconds> left = std::nullopt);
+  void ReplyNoEntry(fuse_req_t req, std::optional<std::chrono::nanoseconds> left = std::nullopt);
+  // Lists `dir` whole into entries_ (a walk of it has begun).
+  void ListForLookups(uint64_t dir);
+  // Every entry of `dir` with attributes, stopping once `limit` are had.
+  Result<std::vector<DirEntry>> ListDir(uint64_t dir, size_t limit);
   void ReplyAttr(fuse_req_t req, const InodeAttrs& attrs);
   struct stat ToStat(const InodeAttrs& attrs) const;
   // Opens (or shares) the OpenFile of `ino` and makes a handle for `fi`.
   Status OpenHandle(uint64_t ino, fuse_file_info* fi, std::shared_ptr<OpenFile> created);
+  // Flushes `file` (sync: and fsyncs its shards), noting a commit in entries_.
+  Status FlushFile(uint64_t ino, OpenFile& file, bool sync);
   // Drops a handle made by OpenHandle, flushing what it wrote.
   Status CloseHandle(uint64_t ino, fuse_file_info* fi);
   std::shared_ptr<OpenFile> FindOpenFile(uint64_t ino);
@@ -122,6 +132,7 @@ class ShardFs {
   DataPath data_path_;
   XattrNegativeCache xattr_absent_;
   DirAttrCache dir_attrs_;
+  EntryCache entries_;
 
   struct OpenInode {
     std::shared_ptr<OpenFile> file;

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "tests/integration/test_cluster.h"
@@ -794,6 +795,133 @@ TEST_F(MountDebugLogTest, MissingNamesAreRememberedForTheEntryTimeout) {
   WriteFile(other.path() + "/probe2", "there");
   EXPECT_TRUE(
       WaitUntil([&] { return ReadFile(m_ + "/probe2") == "there"; }, std::chrono::seconds(3)));
+}
+
+// Makes the kernel forget the dentries it is not using, so the next access
+// to each name is a LOOKUP again (as after the entry timeout, but now).
+void ForgetDentries() {
+  sync();
+  std::ofstream("/proc/sys/vm/drop_caches") << "2\n";
+}
+
+size_t RegistryLookupsIn(const std::string& log, const std::string& dir_prefix) {
+  size_t n = 0;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("lookup " + dir_prefix) != std::string::npos &&
+        line.find("asking the registry") != std::string::npos) {
+      ++n;
+    }
+  }
+  return n;
+}
+
+// stat of every name in a directory (ls -l, find, rsync, diff -r) asks the
+// registry for the listing once, not for each name.
+TEST_F(MountDebugLogTest, LookupsInAWalkedDirectoryComeFromOneListing) {
+  ASSERT_EQ(mkdir((m_ + "/walk").c_str(), 0755), 0);
+  for (int i = 0; i < 100; ++i) WriteFile(m_ + "/walk/f" + std::to_string(i), "x");
+  ForgetDentries();
+  struct stat st;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(lstat((m_ + "/walk/f" + std::to_string(i)).c_str(), &st), 0) << i;
+    EXPECT_EQ(st.st_size, 1);
+  }
+  for (int i = 0; i < 20; ++i) {  // missing names: answered by the listing too
+    ASSERT_NE(lstat((m_ + "/walk/g" + std::to_string(i)).c_str(), &st), 0);
+    EXPECT_EQ(errno, ENOENT);
+  }
+  // Two misses start the listing; a slow machine may list once more when
+  // the first listing's second runs out. 120 without the listing.
+  EXPECT_LE(RegistryLookupsIn(mount_->Log(), "f"), 6u) << mount_->Log();
+  EXPECT_LE(RegistryLookupsIn(mount_->Log(), "g"), 3u) << mount_->Log();
+}
+
+// With long timeouts a listing answers for long, so anything this mount
+// changes must show in it at once.
+class MountLongTimeoutTest : public MountDebugLogTest {
+ protected:
+  std::vector<std::string> MountArgs() override {
+    return {"--log-level", "debug", "-o", "entry_timeout=60,attr_timeout=60"};
+  }
+};
+
+TEST_F(MountLongTimeoutTest, ThisMountsChangesShowThroughTheListingAtOnce) {
+  const std::string d = m_ + "/walk";
+  ASSERT_EQ(mkdir(d.c_str(), 0755), 0);
+  // 200 names: the listing is asked for again only after 2 + 200/64 names
+  // it cannot answer, so each check below is answered by it while it can.
+  for (int i = 0; i < 200; ++i) WriteFile(d + "/f" + std::to_string(i), "x");
+  ForgetDentries();
+  struct stat st;
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(lstat((d + "/f" + std::to_string(i)).c_str(), &st), 0);
+  ASSERT_LE(RegistryLookupsIn(mount_->Log(), "f"), 6u) << mount_->Log();  // the listing is in use
+
+  WriteFile(d + "/f0", "longer now");                              // size
+  ASSERT_EQ(unlink((d + "/f1").c_str()), 0);                       // removed
+  ASSERT_EQ(rename((d + "/f2").c_str(), (d + "/g2").c_str()), 0);  // renamed
+  ASSERT_EQ(chmod((d + "/f3").c_str(), 0600), 0);                  // mode
+  ASSERT_EQ(link((d + "/f4").c_str(), (d + "/h4").c_str()), 0);    // nlink
+  WriteFile(d + "/f200", "new");                                   // created
+  ASSERT_EQ(truncate((d + "/f5").c_str(), 1000), 0);               // size again
+  ForgetDentries();
+
+  ASSERT_EQ(lstat((d + "/f3").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(lstat((d + "/f4").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 2u);
+  ASSERT_EQ(lstat((d + "/f5").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 1000);
+  ASSERT_EQ(lstat((d + "/f0").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 10);
+  ASSERT_EQ(lstat((d + "/f200").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 3);
+  EXPECT_NE(lstat((d + "/f1").c_str(), &st), 0);
+  EXPECT_NE(lstat((d + "/f2").c_str(), &st), 0);
+  ASSERT_EQ(lstat((d + "/g2").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 1);
+  ASSERT_EQ(lstat((d + "/f6").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 1);
+  EXPECT_EQ(ReadFile(d + "/f0"), "longer now");
+}
+
+// Another mount's changes show once the entry timeout has passed, even in
+// a directory this mount keeps walking.
+TEST_F(MountDebugLogTest, OtherMountsChangesShowThroughTheListingWithinTheTimeout) {
+  const std::string d = m_ + "/walk";
+  ASSERT_EQ(mkdir(d.c_str(), 0755), 0);
+  for (int i = 0; i < 10; ++i) WriteFile(d + "/f" + std::to_string(i), "x");
+  TestMount other(*cluster_, cluster_->dir() + "/mnt2");
+  ASSERT_TRUE(other.Mount().ok());
+  const std::string od = other.path() + "/walk";
+  struct stat st;
+  auto walk = [&] {
+    for (int i = 0; i < 10; ++i) (void)lstat((d + "/f" + std::to_string(i)).c_str(), &st);
+  };
+  ForgetDentries();
+  walk();
+  WriteFile(od + "/new", "made there");
+  WriteFile(od + "/f0", "grown there");
+  ASSERT_EQ(unlink((od + "/f1").c_str()), 0);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        walk();
+        return lstat((d + "/new").c_str(), &st) == 0;
+      },
+      std::chrono::seconds(4)));
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        walk();
+        return lstat((d + "/f0").c_str(), &st) == 0 && st.st_size == 11;
+      },
+      std::chrono::seconds(4)));
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        walk();
+        return lstat((d + "/f1").c_str(), &st) != 0;
+      },
+      std::chrono::seconds(4)));
+  EXPECT_EQ(ReadFile(d + "/new"), "made there");
 }
 
 }  // namespace
