@@ -13,6 +13,7 @@
 #include "protocol/registry_messages.h"
 #include "src/cluster_key.h"
 #include "src/rpc_channel.h"
+#include "src/shard_buffers.h"
 #include "src/socket_security.h"
 
 namespace {
@@ -101,6 +102,7 @@ Status CheckRegistryTakesKey(const std::string& registry) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  KeepShardBuffersInHeap();
   auto options = ParseMountOptions(argc, argv);
   if (!options.ok()) {
     std::fprintf(stderr, "shardfs-mount: %s\n\n%s", options.status().message().c_str(),
