@@ -32,12 +32,32 @@ std::span<const uint8_t> PayloadSpan(const RpcRequest& request) {
                                   request.payload.size());
 }
 
-// Hands a std::string's buffer to ZeroMQ without copying it.
-zmq::message_t MessageFromString(std::string bytes) {
-  auto* owned = new std::string(std::move(bytes));
+// The reply payload for a read. A window that is most of its buffer (a
+// whole-shard get) is handed to ZeroMQ without a copy, and freed once sent.
+// A small window of a large buffer (4 KiB of a 64 KiB block) is copied into
+// a message of its own: a queued reply then holds only the bytes it sends,
+// which is what ConnectionGuard counts.
+zmq::message_t MessageFromRange(ShardRange range) {
+  if (range.length == 0) return zmq::message_t();
+  if (range.length < range.buffer_bytes / 2) {
+    return zmq::message_t(range.buffer.get() + range.offset, range.length);
+  }
+  uint8_t* buffer = range.buffer.release();
   return zmq::message_t(
-      owned->data(), owned->size(),
-      [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+      buffer + range.offset, range.length,
+      [](void*, void* hint) { delete[] static_cast<uint8_t*>(hint); }, buffer);
+}
+
+RpcReply GetReply(ShardRange range) {
+  const uint64_t shard_length = range.shard_length;
+  return RpcReply::WithPayload(MessageType::kGetShard, GetShardReply{shard_length}.Encode(),
+                               MessageFromRange(std::move(range)));
+}
+
+void WarnIfCorrupt(const ShardKey& key, const Status& status) {
+  if (status.code() == ErrorCode::kCorrupt) {
+    spdlog::warn("shard {} failed its checksum: {}", key.ToString(), status.message());
+  }
 }
 
 template <typename T>
@@ -68,6 +88,10 @@ Result<std::unique_ptr<NodeServer>> NodeServer::Start(zmq::context_t& context,
   rpc_options.workers = options.workers;
   rpc_options.max_payload = kMaxShardBytes;
   NodeServer* self = server.get();
+  server->inline_read_bytes_ = options.inline_read_bytes;
+  if (options.inline_read_bytes > 0) {
+    rpc_options.try_inline = [self](RpcRequest& r) { return self->TryAnswerInline(r); };
+  }
   server->rpc_ = std::make_unique<RpcServer>(context, rpc_options,
                                              [self](RpcRequest& r) { return self->Handle(r); });
   SHARDFS_RETURN_IF_ERROR(server->rpc_->Start());
@@ -141,6 +165,31 @@ Result<PutShardReply> NodeServer::CopyShard(const CopyShardFromRequest& request)
                                          request.sources.size(), tried));
 }
 
+std::optional<RpcReply> NodeServer::TryAnswerInline(RpcRequest& request) {
+  if (request.type() != MessageType::kGetShard) return std::nullopt;
+  auto req = DecodeRequest<GetShardRequest>(request);
+  if (!req.ok()) return std::nullopt;  // the worker answers with the error
+  // The index is in memory (a reader lock held only for in-memory work).
+  auto info = store_->Stat(req->key);
+  if (!info.ok()) {
+    inline_gets_.fetch_add(1, std::memory_order_relaxed);
+    return RpcReply::Error(info.status());
+  }
+  // A large read is not even tried (the range only grows to whole blocks).
+  if (req->offset < info->length &&
+      std::min(req->length, info->length - req->offset) > inline_read_bytes_) {
+    return std::nullopt;
+  }
+  auto range = store_->TryReadRangeCached(req->key, req->offset, req->length, inline_read_bytes_);
+  if (range.ok() && !range->has_value()) return std::nullopt;  // needs the disk, or too large
+  inline_gets_.fetch_add(1, std::memory_order_relaxed);
+  if (!range.ok()) {
+    WarnIfCorrupt(req->key, range.status());
+    return RpcReply::Error(range.status());
+  }
+  return GetReply(std::move(**range));
+}
+
 RpcReply NodeServer::Handle(RpcRequest& request) {
   const MessageType type = request.type();
   switch (type) {
@@ -194,18 +243,15 @@ RpcReply NodeServer::Handle(RpcRequest& request) {
     case MessageType::kGetShard: {
       auto req = DecodeRequest<GetShardRequest>(request);
       if (!req.ok()) return RpcReply::Error(req.status());
-      auto info = store_->Stat(req->key);
-      if (!info.ok()) return RpcReply::Error(info.status());
-      std::string bytes;
-      Status st = store_->Read(req->key, req->offset, req->length, &bytes);
-      if (!st.ok()) {
-        if (st.code() == ErrorCode::kCorrupt) {
-          spdlog::warn("shard {} failed its checksum: {}", req->key.ToString(), st.message());
-        }
-        return RpcReply::Error(st);
+      worker_gets_.fetch_add(1, std::memory_order_relaxed);
+      // Only indexed shards are served (a file Open() could not index is not).
+      if (auto info = store_->Stat(req->key); !info.ok()) return RpcReply::Error(info.status());
+      auto range = store_->ReadRange(req->key, req->offset, req->length);
+      if (!range.ok()) {
+        WarnIfCorrupt(req->key, range.status());
+        return RpcReply::Error(range.status());
       }
-      return RpcReply::WithPayload(type, GetShardReply{info->length}.Encode(),
-                                   MessageFromString(std::move(bytes)));
+      return GetReply(std::move(range).value());
     }
 
     case MessageType::kDeleteShard: {

@@ -90,7 +90,7 @@ namespace {
 Result<ShardRead> ToShardRead(RpcResponse& r, size_t replica_index) {
   SHARDFS_ASSIGN_OR_RETURN(GetShardReply reply, GetShardReply::Decode(r.header.fields));
   ShardRead out;
-  out.bytes.assign(static_cast<const char*>(r.payload.data()), r.payload.size());
+  out.bytes = PayloadBytes(std::move(r.payload));
   out.shard_length = reply.shard_length;
   out.replica_index = replica_index;
   return out;

@@ -142,7 +142,7 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
     uint64_t checksum = 0;
     bool done = false;
     Status status;  // when done
-    std::string bytes;
+    PayloadBytes bytes;
     ReadAheadBudget::Grant grant;
   };
 

@@ -193,6 +193,21 @@ void RpcServer::SendError(zmq::socket_t& router, zmq::message_t& peer,
   router.send(zmq::buffer(header), zmq::send_flags::dontwait);
 }
 
+void RpcServer::SendInlineReply(zmq::socket_t& router, zmq::message_t& peer,
+                                const ConnectionGuard::Ticket& ticket, uint64_t request_id,
+                                RpcReply& reply) {
+  std::string reply_header = EncodeHeader(reply.type, request_id, reply.fields);
+  guard_->Sent(ticket, reply_header.size() + (reply.has_payload ? reply.payload.size() : 0),
+               reply.has_payload ? 2 : 1);
+  router.send(peer, zmq::send_flags::sndmore);
+  if (reply.has_payload) {
+    router.send(zmq::buffer(reply_header), zmq::send_flags::sndmore);
+    router.send(reply.payload, zmq::send_flags::dontwait);
+  } else {
+    router.send(zmq::buffer(reply_header), zmq::send_flags::dontwait);
+  }
+}
+
 void RpcServer::HandleIncoming(zmq::socket_t& router) {
   std::vector<zmq::message_t> frames;
   try {
@@ -237,28 +252,32 @@ void RpcServer::HandleIncoming(zmq::socket_t& router) {
     return;
   }
   const uint64_t request_id = header->request_id;
-  if (options_.answer_inline) {
+  if (options_.answer_inline || options_.try_inline) {
     RpcRequest request;
     request.header = std::move(*header);
     if (parts == 2) {
       request.has_payload = true;
       request.payload = std::move(frames[first + 1]);
     }
-    if (options_.answer_inline(request)) {
-      // Cheap and never blocking: answered here, which spares two thread
-      // hand-offs (to a worker and back) that cost more than the work.
+    // Cheap and never blocking: answered here, which spares two thread
+    // hand-offs (to a worker and back) that cost more than the work.
+    if (options_.answer_inline && options_.answer_inline(request)) {
       RpcReply reply = Run(request);
-      std::string reply_header = EncodeHeader(reply.type, request_id, reply.fields);
-      guard_->Sent(ticket, reply_header.size() + (reply.has_payload ? reply.payload.size() : 0),
-                   reply.has_payload ? 2 : 1);
-      router.send(peer, zmq::send_flags::sndmore);
-      if (reply.has_payload) {
-        router.send(zmq::buffer(reply_header), zmq::send_flags::sndmore);
-        router.send(reply.payload, zmq::send_flags::dontwait);
-      } else {
-        router.send(zmq::buffer(reply_header), zmq::send_flags::dontwait);
-      }
+      SendInlineReply(router, peer, ticket, request_id, reply);
       return;
+    }
+    if (options_.try_inline) {
+      std::optional<RpcReply> reply;
+      try {
+        reply = options_.try_inline(request);
+      } catch (const std::exception& e) {
+        // The worker's attempt reports it, if it fails again.
+        spdlog::error("rpc: inline attempt for type {} threw: {}", request.header.type, e.what());
+      }
+      if (reply) {
+        SendInlineReply(router, peer, ticket, request_id, *reply);
+        return;
+      }
     }
     *header = std::move(request.header);
     if (parts == 2) frames[first + 1] = std::move(request.payload);

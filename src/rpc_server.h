@@ -3,7 +3,9 @@
 // Both daemons serve their protocol through it. The socket thread only moves
 // frames: it decodes headers (cheap, bounded), answers malformed messages with
 // an error at once, and queues well-formed requests for the workers, so one
-// slow disk request never stalls the others. Workers hand finished replies
+// slow disk request never stalls the others. The daemon may let it answer
+// requests that never block itself (Options::answer_inline, try_inline),
+// which spares the two thread hand-offs to a worker and back. Workers hand finished replies
 // back over an inproc socket, because a ZeroMQ socket belongs to one thread.
 // A full queue is answered with kBusy instead of growing without bound.
 // With a cluster key the ROUTER is a CURVE server and only members connect
@@ -32,6 +34,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -97,6 +100,12 @@ class RpcServer {
     // a worker: only cheap ones that never block (in-memory reads). Called
     // on the socket thread; null: every request goes to a worker.
     std::function<bool(const RpcRequest&)> answer_inline = nullptr;
+    // For requests that are cheap only sometimes (a read whose bytes are in
+    // the page cache): called on the socket thread for every well-formed
+    // request answer_inline did not take. Returns the reply when it could
+    // answer at once without blocking; nullopt queues the request for a
+    // worker as usual, and must leave it as it was. Null: not tried.
+    std::function<std::optional<RpcReply>(RpcRequest&)> try_inline = nullptr;
   };
 
   // `context` must outlive the server.
@@ -132,6 +141,9 @@ class RpcServer {
   RpcReply Run(RpcRequest& request);
   void HandleIncoming(zmq::socket_t& router);
   void ForwardReply(zmq::socket_t& replies);
+  // Sends a reply made on the socket thread (answer_inline, try_inline).
+  void SendInlineReply(zmq::socket_t& router, zmq::message_t& peer,
+                       const ConnectionGuard::Ticket& ticket, uint64_t request_id, RpcReply& reply);
   void SendError(zmq::socket_t& router, zmq::message_t& peer, const ConnectionGuard::Ticket& ticket,
                  uint64_t request_id, const Status& status);
 

@@ -3,10 +3,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/openat2.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -297,6 +300,147 @@ Status ReadVerified(int fd, const ShardHeader& header, uint64_t offset, uint64_t
   out->erase(base, offset - span_start);
   out->resize(base + length);
   return Status::Ok();
+}
+
+// How ReadRangeFrom may wait for the disk.
+enum class Wait { kMayBlock, kCachedOnly };
+
+// One pread() (or, kCachedOnly, one preadv2(RWF_NOWAIT), which takes only
+// what the page cache holds) of up to `size` bytes, repeated after EINTR
+// only. *would_block: the page cache could not give even the first byte.
+Result<size_t> PreadOnce(int fd, void* buffer, size_t size, uint64_t offset, Wait wait,
+                         bool* would_block) {
+  *would_block = false;
+  while (true) {
+    ssize_t n;
+    if (wait == Wait::kCachedOnly) {
+      iovec iov{buffer, size};
+      n = ::preadv2(fd, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+    } else {
+      n = ::pread(fd, buffer, size, static_cast<off_t>(offset));
+    }
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno == EINTR) continue;
+    if (wait == Wait::kCachedOnly) {
+      // EAGAIN: not cached. EOPNOTSUPP: a file system without RWF_NOWAIT.
+      // Anything else is left to a blocking read to report.
+      *would_block = true;
+      return size_t{0};
+    }
+    return ErrnoStatus(errno, "read shard");
+  }
+}
+
+// Reads exactly `size` bytes at `offset`. kMayBlock: pread()s until done or
+// end of file, and returns the bytes read. kCachedOnly: one preadv2; a short
+// read (not all cached, or end of file: this path cannot tell them apart)
+// sets *would_block.
+Result<size_t> ReadAt(int fd, void* buffer, size_t size, uint64_t offset, Wait wait,
+                      bool* would_block) {
+  if (wait == Wait::kMayBlock) {
+    *would_block = false;
+    return PreadFull(fd, buffer, size, offset);
+  }
+  SHARDFS_ASSIGN_OR_RETURN(size_t n, PreadOnce(fd, buffer, size, offset, wait, would_block));
+  if (n != size) *would_block = true;
+  return n;
+}
+
+// How much of the file's start one read takes: the header and, for shards
+// of up to (4096 - 80) / 8 = 502 blocks (all 4 MiB shards of 64 KiB
+// blocks), every block checksum, in one system call. Every shard file is at
+// least this long, since its data starts at a multiple of 4096.
+constexpr size_t kPrefixReadBytes = 4096;
+
+// Reads and verifies data bytes [offset, offset + length) of the shard open
+// as `fd` (clipped to its length) into a new buffer: header and block
+// checksums first, then exactly the touched blocks, each checked against its
+// checksum. kCachedOnly: when anything is not in the page cache, or the
+// touched blocks exceed `max_block_bytes`, *would_block is set and *out left
+// as it was; corruption is still kCorrupt.
+Status ReadRangeFrom(int fd, const ShardKey& key, uint64_t offset, uint64_t length, Wait wait,
+                     uint64_t max_block_bytes, ShardRange* out, bool* would_block) {
+  std::array<uint8_t, kPrefixReadBytes> prefix;
+  SHARDFS_ASSIGN_OR_RETURN(size_t prefix_bytes,
+                           ReadAt(fd, prefix.data(), prefix.size(), 0, wait, would_block));
+  // A file shorter than one page is corrupt, but only a read that may block
+  // can tell that from a page that is not cached.
+  if (*would_block) return Status::Ok();
+  if (prefix_bytes < kShardHeaderSize) {
+    return Corrupt(fmt::format("shard {}: truncated header", key.ToString()));
+  }
+  SHARDFS_ASSIGN_OR_RETURN(
+      ShardHeader header,
+      DecodeHeader(std::span<const uint8_t, kShardHeaderSize>(prefix.data(), kShardHeaderSize),
+                   key));
+  ShardRange range;
+  range.shard_length = header.data_length;
+  if (length == 0 || offset >= header.data_length) {
+    *out = std::move(range);
+    return Status::Ok();
+  }
+  length = std::min(length, header.data_length - offset);
+
+  const uint64_t block_size = header.block_size;
+  const uint64_t first_block = offset / block_size;
+  const uint64_t last_block = (offset + length - 1) / block_size;
+  const uint64_t block_count = last_block - first_block + 1;
+  const uint64_t span_start = first_block * block_size;
+  const uint64_t span_end = std::min((last_block + 1) * block_size, header.data_length);
+  const uint64_t span_length = span_end - span_start;
+  if (wait == Wait::kCachedOnly && span_length > max_block_bytes) {
+    *would_block = true;
+    return Status::Ok();
+  }
+
+  std::vector<uint64_t> sums(block_count);
+  const uint64_t sums_start = kShardHeaderSize + first_block * 8;
+  const uint64_t sums_end = sums_start + block_count * 8;
+  if (sums_end <= prefix_bytes) {
+    for (uint64_t i = 0; i < block_count; ++i)
+      sums[i] = GetLe(prefix.data() + sums_start + 8 * i, 8);
+  } else {
+    std::vector<uint8_t> raw(block_count * 8);
+    SHARDFS_ASSIGN_OR_RETURN(size_t n,
+                             ReadAt(fd, raw.data(), raw.size(), sums_start, wait, would_block));
+    if (*would_block) return Status::Ok();
+    if (n != raw.size()) {
+      return Corrupt(fmt::format("shard {}: truncated block checksums", key.ToString()));
+    }
+    for (uint64_t i = 0; i < block_count; ++i) sums[i] = GetLe(raw.data() + 8 * i, 8);
+  }
+
+  // Default-initialised: pread fills it, nothing zero-fills it first.
+  range.buffer.reset(new uint8_t[span_length]);
+  range.buffer_bytes = span_length;
+  SHARDFS_ASSIGN_OR_RETURN(size_t n, ReadAt(fd, range.buffer.get(), span_length,
+                                            header.data_offset + span_start, wait, would_block));
+  if (*would_block) return Status::Ok();
+  if (n != span_length) {
+    return Corrupt(fmt::format("shard {}: file shorter than its header says", key.ToString()));
+  }
+  std::optional<uint64_t> bad_block =
+      FindBadBlock(std::span<const uint8_t>(range.buffer.get(), span_length), header.block_size,
+                   first_block, sums);
+  if (bad_block) {
+    return Corrupt(
+        fmt::format("shard {}: block {} fails its checksum", key.ToString(), *bad_block));
+  }
+  range.offset = offset - span_start;
+  range.length = length;
+  *out = std::move(range);
+  return Status::Ok();
+}
+
+// open() of a shard file that only succeeds when every component of `path`
+// is in the dentry cache (openat2 RESOLVE_CACHED), so it never waits for
+// the disk. -1 with errno set otherwise (EAGAIN: not cached; ENOSYS or
+// EINVAL: a kernel without it).
+int OpenCachedForRead(const std::string& path) {
+  open_how how{};
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW;
+  how.resolve = RESOLVE_CACHED;
+  return static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof(how)));
 }
 
 // A file in DIR/tmp/ being built; unlinked on destruction unless published.
@@ -680,6 +824,35 @@ Status ShardStore::Read(const ShardKey& key, uint64_t offset, uint64_t length, s
   SHARDFS_ASSIGN_OR_RETURN(ShardHeader header, ReadHeader(fd.get(), key));
   if (length == 0 || offset >= header.data_length) return Status::Ok();
   return ReadVerified(fd.get(), header, offset, std::min(length, header.data_length - offset), out);
+}
+
+Result<ShardRange> ShardStore::ReadRange(const ShardKey& key, uint64_t offset, uint64_t length) {
+  UniqueFd fd;
+  SHARDFS_RETURN_IF_ERROR(OpenShardFile(key, ShardPath(key), &fd));
+  ShardRange range;
+  bool would_block = false;  // never set by a read that may block
+  SHARDFS_RETURN_IF_ERROR(
+      ReadRangeFrom(fd.get(), key, offset, length, Wait::kMayBlock, 0, &range, &would_block));
+  return range;
+}
+
+Result<std::optional<ShardRange>> ShardStore::TryReadRangeCached(const ShardKey& key,
+                                                                 uint64_t offset, uint64_t length,
+                                                                 uint64_t max_block_bytes) {
+  UniqueFd fd(OpenCachedForRead(ShardPath(key)));
+  if (!fd.valid()) {
+    // A name the dentry cache knows to be absent: the same answer a blocking
+    // open() would give. Anything else (not cached, no openat2) is for the
+    // blocking path.
+    if (errno == ENOENT) return Status::Error(ErrorCode::kNotFound, "no shard " + key.ToString());
+    return std::optional<ShardRange>();
+  }
+  ShardRange range;
+  bool would_block = false;
+  SHARDFS_RETURN_IF_ERROR(ReadRangeFrom(fd.get(), key, offset, length, Wait::kCachedOnly,
+                                        max_block_bytes, &range, &would_block));
+  if (would_block) return std::optional<ShardRange>();
+  return std::optional<ShardRange>(std::move(range));
 }
 
 Result<ShardInfo> ShardStore::Stat(const ShardKey& key) {

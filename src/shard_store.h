@@ -89,6 +89,21 @@ struct ShardPatch {
   std::span<const uint8_t> bytes;
 };
 
+// A verified byte range of a shard in a buffer of its own. The buffer holds
+// the whole blocks the range touches, read straight from the file and
+// checked there, so the bytes are never zero-filled first nor copied into a
+// string: a server hands `buffer` on as it is (a ZeroMQ message that frees
+// it when sent) and points at the requested window inside it.
+struct ShardRange {
+  std::unique_ptr<uint8_t[]> buffer;
+  size_t buffer_bytes = 0;    // size of `buffer`
+  size_t offset = 0;          // where the requested bytes start in `buffer`
+  size_t length = 0;          // requested bytes, clipped to the shard
+  uint64_t shard_length = 0;  // data length of the object the bytes came from
+
+  std::span<const uint8_t> bytes() const { return {buffer.get() + offset, length}; }
+};
+
 // Size of the fixed header at the start of every shard file.
 inline constexpr uint64_t kShardHeaderSize = 80;
 
@@ -160,6 +175,23 @@ class ShardStore {
   // the end), and length 0 is valid. Only the blocks touched are read and
   // verified; on kCorrupt (or any error) *out is left as it was.
   Status Read(const ShardKey& key, uint64_t offset, uint64_t length, std::string* out);
+
+  // Read() into a buffer of its own (ShardRange), with the length of the
+  // object the bytes came from: the length and the bytes are from the same
+  // file even when the shard is replaced meanwhile.
+  Result<ShardRange> ReadRange(const ShardKey& key, uint64_t offset, uint64_t length);
+
+  // ReadRange() for a caller that must never wait for the disk (a server's
+  // socket thread): the file's name is resolved from the dentry cache only
+  // (openat2 RESOLVE_CACHED) and every byte is read from the page cache only
+  // (preadv2 RWF_NOWAIT). nullopt, with nothing done that could block, when
+  // any of it is not in memory, when the blocks to read and verify exceed
+  // `max_block_bytes`, or on any result it cannot be sure of (a short read,
+  // an unexpected errno): the caller then does a ReadRange() where it may
+  // block. Every touched block is verified exactly as in ReadRange(), and a
+  // bad one is kCorrupt; a missing file is kNotFound.
+  Result<std::optional<ShardRange>> TryReadRangeCached(const ShardKey& key, uint64_t offset,
+                                                       uint64_t length, uint64_t max_block_bytes);
 
   // From the index; kNotFound if absent.
   Result<ShardInfo> Stat(const ShardKey& key);

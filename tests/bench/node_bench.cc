@@ -17,17 +17,27 @@
 // network hop, the copies, the checksums and the tmp-file-and-rename
 // publication.
 //
+// First, the floor under every 4 KiB read (the "ceiling" table): the same
+// number of 4 KiB request/reply round trips over loopback with nothing
+// behind them, once over plain blocking TCP sockets (a server thread per
+// client) and once through ZeroMQ (DEALER clients, one ROUTER thread that
+// answers from memory: the node's socket thread with no disk and no
+// checksum), with the same 1 and 8 client threads.
+//
 // The whole matrix runs once with a cluster key (ZeroMQ CURVE on every
 // connection, as in production) and once with --insecure (plain TCP), each
 // against a node of its own, and a last table sets the two side by side: the
 // cost of encryption. --security picks one of the two.
 //
 //   node_bench [--node PATH] [--dir DIR] [--shards N] [--sync-shards N] [--reads N]
-//              [--security both|curve|insecure]
+//              [--security both|curve|insecure] [--no-ceiling]
 //
 // Not a test: it prints a table and always exits 0 unless something fails.
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -153,6 +163,128 @@ void PlainRead(const std::string& path, uint64_t offset, size_t length, std::str
     done += n;
   }
   ::close(fd);
+}
+
+// Reads or writes exactly `n` bytes on a blocking socket; false on EOF or error.
+bool SocketIo(int fd, char* buffer, size_t n, bool write) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = write ? ::send(fd, buffer + done, n - done, MSG_NOSIGNAL)
+                      : ::recv(fd, buffer + done, n - done, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// A request of about a GetShard's size, answered by 4 KiB, over plain TCP:
+// one server thread per client connection.
+double TcpEchoSeconds(int threads, size_t ops) {
+  constexpr size_t kRequest = 64;
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CheckErrno(listener >= 0, "socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CheckErrno(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0, "bind");
+  socklen_t len = sizeof(addr);
+  CheckErrno(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0, "name");
+  CheckErrno(::listen(listener, threads) == 0, "listen");
+  std::vector<std::thread> servers;
+  for (int t = 0; t < threads; ++t) {
+    servers.emplace_back([listener] {
+      int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      std::string request(kRequest, '\0');
+      std::string reply(kSmallRead, 'r');
+      while (SocketIo(fd, request.data(), kRequest, false) &&
+             SocketIo(fd, reply.data(), kSmallRead, true)) {
+      }
+      ::close(fd);
+    });
+  }
+  std::vector<int> fds(threads);
+  for (int& fd : fds) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CheckErrno(fd >= 0, "socket");
+    CheckErrno(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0, "connect");
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  const double seconds = Timed(threads, ops, [&](int t, size_t) {
+    std::string request(kRequest, 'q');
+    std::string reply(kSmallRead, '\0');
+    if (!SocketIo(fds[t], request.data(), kRequest, true) ||
+        !SocketIo(fds[t], reply.data(), kSmallRead, false)) {
+      Die("tcp echo failed");
+    }
+  });
+  for (int fd : fds) ::close(fd);
+  for (auto& th : servers) th.join();
+  ::close(listener);
+  return seconds;
+}
+
+// The same over ZeroMQ, shaped like an RpcServer: the clients' DEALERs in
+// one context, a ROUTER served by one thread in another (each with its own
+// I/O thread), replying from memory at once.
+double ZmqEchoSeconds(int threads, size_t ops) {
+  zmq::context_t server_context;
+  zmq::socket_t router(server_context, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.bind("tcp://127.0.0.1:0");
+  const std::string ep = router.get(zmq::sockopt::last_endpoint);
+  std::atomic<bool> done{false};
+  std::thread server([&] {
+    const std::string reply(kSmallRead, 'r');
+    zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+    while (!done) {
+      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      std::vector<zmq::message_t> frames;
+      (void)zmq::recv_multipart(router, std::back_inserter(frames));
+      router.send(frames[0], zmq::send_flags::sndmore);
+      router.send(zmq::buffer(reply), zmq::send_flags::none);
+    }
+  });
+  zmq::context_t client_context;
+  std::vector<zmq::socket_t> dealers;
+  for (int t = 0; t < threads; ++t) {
+    dealers.emplace_back(client_context, zmq::socket_type::dealer);
+    dealers.back().set(zmq::sockopt::linger, 0);
+    dealers.back().connect(ep);
+  }
+  const std::string request(64, 'q');
+  const double seconds = Timed(threads, ops, [&](int t, size_t) {
+    dealers[t].send(zmq::buffer(request), zmq::send_flags::none);
+    zmq::message_t reply;
+    if (!dealers[t].recv(reply) || reply.size() != kSmallRead) Die("zmq echo failed");
+  });
+  done = true;
+  server.join();
+  dealers.clear();
+  return seconds;
+}
+
+// The loopback floor next to a local 4 KiB read: what a round trip costs
+// before any disk or node work.
+void PrintCeiling(size_t ops) {
+  std::cout << "\nThe floor under a 4 KiB read: round trips with nothing behind them\n";
+  std::cout << fmt::format("{:<34} {:>7} | {:>10} {:>12}\n", "round trip, 4 KiB reply", "clients",
+                           "op/s", "us per op");
+  std::cout << std::string(70, '-') << "\n";
+  for (int threads : {1, 8}) {
+    const double tcp = TcpEchoSeconds(threads, ops);
+    const double zmq = ZmqEchoSeconds(threads, ops);
+    for (auto [name, seconds] : {std::pair{"plain TCP, blocking sockets", tcp},
+                                 std::pair{"ZeroMQ DEALER -> ROUTER thread", zmq}}) {
+      std::cout << fmt::format("{:<34} {:>7} | {:>10.0f} {:>12.1f}\n", name, threads, ops / seconds,
+                               1e6 * seconds * threads / ops);
+    }
+  }
 }
 
 struct Settings {
@@ -318,6 +450,8 @@ int main(int argc, char** argv) {
                  "both: a run with a cluster key (CURVE) and one without (--insecure); or one")
       ->check(CLI::IsMember({"both", "curve", "insecure"}))
       ->capture_default_str();
+  bool ceiling = true;
+  app.add_flag("!--no-ceiling", ceiling, "skip the round trips with nothing behind them");
   CLI11_PARSE(app, argc, argv);
   if (!base_dir.empty()) setenv("TMPDIR", base_dir.c_str(), 1);
   // Each node gets its key (or --insecure) on its command line.
@@ -332,6 +466,7 @@ int main(int argc, char** argv) {
                            dir.path(), static_cast<uint64_t>(fs.f_type),
                            std::thread::hardware_concurrency());
 
+  if (ceiling) PrintCeiling(settings.reads);
   std::vector<Row> insecure_rows;
   std::vector<Row> curve_rows;
   if (security != "curve") insecure_rows = RunMatrix(settings, dir, "insecure", "");

@@ -199,7 +199,7 @@ TEST_F(NodeTest, TenThousandShardsFromEightClients) {
       uint64_t offset = rng() % lengths[i];
       uint64_t length = 1 + rng() % 8192;
       auto part = client.Get(ep, key_of(i), offset, length);
-      if (!part.ok() || part->bytes != whole->bytes.substr(offset, length)) {
+      if (!part.ok() || part->bytes != whole->bytes.view().substr(offset, length)) {
         errors.Add("range read of " + key_of(i).ToString() + " is wrong");
       }
     }
