@@ -210,6 +210,10 @@ std::vector<Result<RpcResponse>> RpcChannel::RunBatch(std::span<RpcCall> calls, 
         flights[i].socket = calls[i].channel->Borrow();
         flights[i].request_id = NextRequestId();
         started_at[i] = now;
+        // A pooled socket is usually connected: sent now, the first poll
+        // already waits for the reply (one poll per call instead of two).
+        // A new socket has no connection yet and fails here harmlessly.
+        sent[i] = SendRequest(*flights[i].socket.socket, calls[i], flights[i].request_id);
       } else {
         next_start = std::min(next_start, begin + calls[i].start_after);
       }

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -967,6 +969,164 @@ TEST_P(FullDiskTest, FullDiskIsCleanNoSpace) {
 INSTANTIATE_TEST_SUITE_P(Preallocate, FullDiskTest, ::testing::Bool(), [](const auto& info) {
   return info.param ? "Preallocated" : "WriteTimeEnospc";
 });
+
+std::string RangeString(const ShardRange& range) {
+  auto bytes = range.bytes();
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+// Drops the file's pages from the page cache (they are clean after a synced
+// put). False if the kernel kept any: mincore() tells.
+bool EvictFromPageCache(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return false;
+  struct stat st;
+  bool evicted = ::fstat(fd, &st) == 0 && ::fdatasync(fd) == 0 &&
+                 ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+  if (evicted && st.st_size > 0) {
+    void* map = ::mmap(nullptr, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+      evicted = false;
+    } else {
+      const size_t pages = (st.st_size + 4095) / 4096;
+      std::vector<unsigned char> resident(pages);
+      evicted =
+          ::mincore(map, st.st_size, resident.data()) == 0 &&
+          std::none_of(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; });
+      ::munmap(map, st.st_size);
+    }
+  }
+  ::close(fd);
+  return evicted;
+}
+
+// ReadRange and TryReadRangeCached give the same bytes as Read for every
+// shape of range, with the length of the object they read.
+TEST_F(ShardStoreTest, RangeReadsMatchRead) {
+  OpenStore();
+  const ShardKey key{6, 0, 1};
+  std::vector<uint8_t> data = Pattern(3 * kBlock + 1000, 4);
+  const uint64_t len = data.size();
+  PutOk(key, data);
+  for (auto [offset, length] :
+       std::vector<std::pair<uint64_t, uint64_t>>{{0, 0},
+                                                  {0, 1},
+                                                  {kBlock - 1, 1},
+                                                  {kBlock, kBlock},
+                                                  {kBlock - 10, 20},
+                                                  {10, 2 * kBlock + 5},
+                                                  {0, len},
+                                                  {0, UINT64_MAX},
+                                                  {len - 5, 100},
+                                                  {len, 10},
+                                                  {UINT64_MAX, UINT64_MAX}}) {
+    const std::string want = Slice(data, offset, length);
+    auto range = store_->ReadRange(key, offset, length);
+    ASSERT_TRUE(range.ok()) << range.status().ToString();
+    EXPECT_EQ(RangeString(*range), want) << "[" << offset << ", +" << length << ")";
+    EXPECT_EQ(range->shard_length, len);
+    // Just written, so in the page cache: the cached read answers.
+    auto cached = store_->TryReadRangeCached(key, offset, length, UINT64_MAX);
+    ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+    ASSERT_TRUE(cached->has_value()) << "[" << offset << ", +" << length << ") not served";
+    EXPECT_EQ(RangeString(**cached), want) << "[" << offset << ", +" << length << ")";
+    EXPECT_EQ((*cached)->shard_length, len);
+  }
+}
+
+// The cached read never waits for the disk: pages not in the page cache
+// make it decline (nullopt), and a blocking read then brings them in.
+TEST_F(ShardStoreTest, CachedReadDeclinesWhatIsNotInThePageCache) {
+  OpenStore();
+  const ShardKey key{7, 0, 1};
+  std::vector<uint8_t> data = Pattern(4 * kBlock, 5);
+  PutOk(key, data, /*sync=*/true);
+  if (!EvictFromPageCache(store_->ShardPath(key))) {
+    GTEST_SKIP() << "the kernel kept the file's pages; cannot test an uncached read here";
+  }
+  auto cached = store_->TryReadRangeCached(key, kBlock, 4096, UINT64_MAX);
+  ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+  EXPECT_FALSE(cached->has_value()) << "served bytes that were not in the page cache";
+  auto range = store_->ReadRange(key, kBlock, 4096);
+  ASSERT_TRUE(range.ok()) << range.status().ToString();
+  EXPECT_EQ(RangeString(*range), Slice(data, kBlock, 4096));
+  cached = store_->TryReadRangeCached(key, kBlock, 4096, UINT64_MAX);
+  ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+  ASSERT_TRUE(cached->has_value()) << "the blocking read should have cached them";
+  EXPECT_EQ(RangeString(**cached), Slice(data, kBlock, 4096));
+}
+
+// max_block_bytes bounds the blocks read, not the bytes asked for: a 20-byte
+// read across a block edge needs two blocks.
+TEST_F(ShardStoreTest, CachedReadIsBoundedByTheBlocksItTouches) {
+  OpenStore();
+  const ShardKey key{8, 0, 1};
+  std::vector<uint8_t> data = Pattern(4 * kBlock, 6);
+  PutOk(key, data);
+  auto one_block = store_->TryReadRangeCached(key, kBlock - 10, 20, kBlock);
+  ASSERT_TRUE(one_block.ok());
+  EXPECT_FALSE(one_block->has_value());
+  auto two_blocks = store_->TryReadRangeCached(key, kBlock - 10, 20, 2 * kBlock);
+  ASSERT_TRUE(two_blocks.ok());
+  ASSERT_TRUE(two_blocks->has_value());
+  EXPECT_EQ(RangeString(**two_blocks), Slice(data, kBlock - 10, 20));
+  EXPECT_EQ((*two_blocks)->buffer_bytes, 2 * kBlock);
+}
+
+// A flipped byte is kCorrupt on the cached path as on the blocking one, for
+// exactly the reads touching its block; a flipped header byte for every read.
+TEST_F(ShardStoreTest, CachedReadOfAFlippedByteIsCorrupt) {
+  OpenStore();
+  const ShardKey key{9, 0, 1};
+  std::vector<uint8_t> data = Pattern(3 * kBlock, 7);
+  PutOk(key, data);
+  FlipByte(store_->ShardPath(key), ShardDataOffset(data.size(), kBlock) + kBlock + 123);
+  auto bad = store_->TryReadRangeCached(key, kBlock + 4096, 4096, UINT64_MAX);
+  EXPECT_EQ(bad.status().code(), ErrorCode::kCorrupt) << bad.status().ToString();
+  EXPECT_EQ(store_->ReadRange(key, kBlock + 4096, 4096).status().code(), ErrorCode::kCorrupt);
+  auto good = store_->TryReadRangeCached(key, 2 * kBlock, 4096, UINT64_MAX);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  ASSERT_TRUE(good->has_value());
+  EXPECT_EQ(RangeString(**good), Slice(data, 2 * kBlock, 4096));
+
+  FlipByte(store_->ShardPath(key), 20);  // the data length
+  EXPECT_EQ(store_->TryReadRangeCached(key, 0, 4096, UINT64_MAX).status().code(),
+            ErrorCode::kCorrupt);
+  EXPECT_EQ(store_->ReadRange(key, 0, 4096).status().code(), ErrorCode::kCorrupt);
+}
+
+// After a replacement a cached read gives the new object, after a delete
+// not found (or declines): never the old bytes.
+TEST_F(ShardStoreTest, CachedReadAfterReplaceOrDeleteNeverGivesOldBytes) {
+  OpenStore();
+  const ShardKey key{10, 0, 1};
+  std::vector<uint8_t> old_data = Pattern(2 * kBlock, 8);
+  std::vector<uint8_t> new_data = Pattern(kBlock + 100, 9);
+  PutOk(key, old_data);
+  auto first = store_->TryReadRangeCached(key, 0, 4096, UINT64_MAX);
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ(RangeString(**first), Slice(old_data, 0, 4096));
+
+  PutOk(key, new_data);
+  auto second = store_->TryReadRangeCached(key, 0, 4096, UINT64_MAX);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  if (second->has_value()) {
+    EXPECT_EQ(RangeString(**second), Slice(new_data, 0, 4096));
+    EXPECT_EQ((*second)->shard_length, new_data.size());
+  }
+  auto blocking = store_->ReadRange(key, 0, 4096);
+  ASSERT_TRUE(blocking.ok());
+  EXPECT_EQ(RangeString(*blocking), Slice(new_data, 0, 4096));
+
+  ASSERT_TRUE(store_->Delete(key).ok());
+  auto gone = store_->TryReadRangeCached(key, 0, 4096, UINT64_MAX);
+  if (gone.ok()) {
+    EXPECT_FALSE(gone->has_value()) << "bytes of a deleted shard";
+  } else {
+    EXPECT_EQ(gone.status().code(), ErrorCode::kNotFound) << gone.status().ToString();
+  }
+  EXPECT_EQ(store_->ReadRange(key, 0, 4096).status().code(), ErrorCode::kNotFound);
+}
 
 }  // namespace
 }  // namespace shardfs
