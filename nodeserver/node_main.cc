@@ -24,6 +24,7 @@ struct Flags {
   bool insecure = false;
   int beacon_port = 7400;
   int workers = 8;
+  uint64_t inline_read_kib = 256;
   double scrub_rate_mib = 8;
   uint64_t scrub_period_s = 7 * 24 * 3600;
 };
@@ -47,6 +48,10 @@ void ParseFlags(int argc, char** argv, Flags* flags) {
   app.add_option("--beacon-port", flags->beacon_port, "UDP port to listen for the beacon on")
       ->capture_default_str();
   app.add_option("--workers", flags->workers, "disk worker threads")->capture_default_str();
+  app.add_option("--inline-read-limit", flags->inline_read_kib,
+                 "KiB of blocks a cached read may take to be answered without a worker (0: none)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{16} << 10))
+      ->capture_default_str();
   app.add_option("--scrub-rate", flags->scrub_rate_mib,
                  "MiB per second the background scrub reads at most (0: no scrubbing)")
       ->check(CLI::NonNegativeNumber)
@@ -101,6 +106,7 @@ int main(int argc, char** argv) {
   options.listen = flags.listen;
   options.capacity_bytes = *capacity;
   options.workers = flags.workers;
+  options.inline_read_bytes = flags.inline_read_kib << 10;
   auto server = NodeServer::Start(context, options);
   if (!server.ok()) {
     spdlog::error("cannot start: {}", server.status().ToString());
