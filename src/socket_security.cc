@@ -539,11 +539,15 @@ std::optional<std::string> HandshakeWatch::Explain() {
   }
   // The server closing the connection mid-handshake is all a client sees
   // when the server cannot open its CURVE HELLO: the server's key differs.
-  // Twice at least, since a server that dies during one handshake looks the
-  // same once (and then refuses connections, or comes back and succeeds).
+  // A server without a key usually shows as a mechanism mismatch above, but
+  // when it hangs up before the client has read its greeting (a loaded
+  // machine) it looks the same. Twice at least, since a server that dies
+  // during one handshake looks the same once (and then refuses connections,
+  // or comes back and succeeds).
   if (dropped_in_handshake_ >= 2 && !succeeded_) {
     return secure_ ? "the server dropped the connection during the CURVE handshake: it has a "
-                     "different cluster key (was the key replaced?)" +
+                     "different cluster key (was the key replaced?), or it runs without a "
+                     "cluster key (--insecure)" +
                          fix
                    : "the server dropped the connection during the handshake: it most likely "
                      "requires a cluster key" +
