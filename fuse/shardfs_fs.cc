@@ -227,6 +227,10 @@ void ShardFs::Init(fuse_conn_info* conn) {
   conn->max_readahead = 4 << 20;
   if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  // Every page with attributes, not only the first (libfuse's default
+  // "auto" mode): the attributes are in the listing anyway, and without them
+  // ls -l of a large directory sent a LOOKUP per name after the first page.
+  conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   // Other mounts change files too: the kernel must not keep pages across an
   // open unless we say so (keep_cache), and must drop them when the size or
@@ -267,6 +271,7 @@ void ShardFs::ListForLookups(uint64_t dir) {
 }
 
 Result<std::vector<DirEntry>> ShardFs::ListDir(uint64_t dir, size_t limit) {
+  const uint64_t xattr_version = xattr_absent_.Version();
   std::vector<DirEntry> entries;
   ReadDirRequest r;
   r.ino = dir;
@@ -277,6 +282,11 @@ Result<std::vector<DirEntry>> ShardFs::ListDir(uint64_t dir, size_t limit) {
     for (auto& e : page.entries) entries.push_back(std::move(e));
     if (!page.more || page.entries.empty()) break;
     r.after = entries.back().name;
+  }
+  // ls -l asks for security.selinux and the ACLs of every name; most have no
+  // xattrs at all, and the listing says which.
+  for (const auto& e : entries) {
+    if (e.has_xattrs == false) xattr_absent_.NoteNoXattrs(e.ino, xattr_version);
   }
   return entries;
 }

@@ -303,6 +303,7 @@ FieldWriter ReadDirReply::Encode() const {
     FieldWriter item;
     item.Str("name", e.name).U64("ino", e.ino).U64("type", static_cast<uint8_t>(e.type));
     if (e.attrs) item.Map("attrs", AttrsFields(*e.attrs));
+    if (e.has_xattrs) item.Bool("xattrs", *e.has_xattrs);
     items.push_back(std::move(item));
   }
   FieldWriter w;
@@ -323,6 +324,10 @@ Result<ReadDirReply> ReadDirReply::Decode(const FieldReader& r) {
       SHARDFS_ASSIGN_OR_RETURN(FieldReader a, item.Map("attrs"));
       SHARDFS_ASSIGN_OR_RETURN(InodeAttrs attrs, DecodeAttrs(a));
       e.attrs = attrs;
+    }
+    if (item.Has("xattrs")) {
+      SHARDFS_ASSIGN_OR_RETURN(bool has, item.Bool("xattrs"));
+      e.has_xattrs = has;
     }
     m.entries.push_back(std::move(e));
   }

@@ -143,6 +143,10 @@ struct DirEntry {
   uint64_t ino = 0;
   FileType type = FileType::kRegular;
   std::optional<InodeAttrs> attrs;
+  // With attrs: whether the inode has any extended attribute, so a mount
+  // walking the listing (ls -l asks for security.selinux and ACLs of each
+  // name) knows the common "none" without asking for each.
+  std::optional<bool> has_xattrs;
 };
 
 // A shard generation no longer referenced by any file: its replicas should be

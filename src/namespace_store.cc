@@ -790,7 +790,10 @@ Result<DirPage> NamespaceStore::ReadDir(uint64_t ino, std::string_view after_nam
     entry.name = it->first;
     entry.ino = it->second;
     entry.type = child->attrs.type;
-    if (with_attrs) entry.attrs = child->attrs;
+    if (with_attrs) {
+      entry.attrs = child->attrs;
+      entry.has_xattrs = !child->xattrs.empty();
+    }
     page.entries.push_back(std::move(entry));
   }
   page.more = it != dir->children.end();

@@ -38,10 +38,21 @@ void XattrNegativeCache::NoteAbsent(uint64_t ino, std::string_view name, uint64_
 void XattrNegativeCache::NoteNoXattrs(uint64_t ino, Clock::time_point now) {
   if (ttl_.count() <= 0) return;
   std::lock_guard<std::mutex> lock(mu_);
+  NoteNoXattrsLocked(ino, now);
+}
+
+void XattrNegativeCache::NoteNoXattrsLocked(uint64_t ino, Clock::time_point now) {
   MakeRoomLocked(now);
   auto [it, fresh] = entries_.try_emplace(ino);
   if (fresh) ++names_;
   it->second.none_until = now + ttl_;
+}
+
+void XattrNegativeCache::NoteNoXattrs(uint64_t ino, uint64_t version, Clock::time_point now) {
+  if (ttl_.count() <= 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (version != version_) return;  // an xattr changed here since the listing was asked for
+  NoteNoXattrsLocked(ino, now);
 }
 
 void XattrNegativeCache::Invalidate(uint64_t ino) {

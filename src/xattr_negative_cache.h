@@ -39,6 +39,9 @@ class XattrNegativeCache {
                   Clock::time_point now = Clock::now());
   // `ino` was just created by this mount, so it has no xattrs at all.
   void NoteNoXattrs(uint64_t ino, Clock::time_point now = Clock::now());
+  // The same, learned from a directory listing asked for when Version() was
+  // `version`: not recorded if this mount changed an xattr since.
+  void NoteNoXattrs(uint64_t ino, uint64_t version, Clock::time_point now = Clock::now());
   // A setxattr or removexattr of `ino` through this mount (call before and
   // after it, so an answer that crossed it is not recorded).
   void Invalidate(uint64_t ino);
@@ -50,6 +53,7 @@ class XattrNegativeCache {
     Clock::time_point none_until{};  // no xattr at all until then
     std::map<std::string, Clock::time_point, std::less<>> absent;
   };
+  void NoteNoXattrsLocked(uint64_t ino, Clock::time_point now);
   void MakeRoomLocked(Clock::time_point now);
 
   const std::chrono::nanoseconds ttl_;

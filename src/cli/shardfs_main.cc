@@ -320,7 +320,7 @@ int Ls(ClusterClient& c, const std::string& path, bool as_json) {
   if (!dir.ok()) return Fail(path, dir.status());
   std::vector<DirEntry> entries;
   if (dir->type != FileType::kDirectory) {
-    entries.push_back(DirEntry{path, dir->ino, dir->type, *dir});
+    entries.push_back(DirEntry{path, dir->ino, dir->type, *dir, std::nullopt});
   } else {
     ReadDirRequest r;
     r.ino = dir->ino;

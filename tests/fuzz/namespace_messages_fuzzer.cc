@@ -28,7 +28,7 @@ bool SameEntries(const std::vector<DirEntry>& a, const std::vector<DirEntry>& b)
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
     if (a[i].name != b[i].name || a[i].ino != b[i].ino || a[i].type != b[i].type ||
-        a[i].attrs != b[i].attrs) {
+        a[i].attrs != b[i].attrs || a[i].has_xattrs != b[i].has_xattrs) {
       return false;
     }
   }

@@ -837,6 +837,37 @@ TEST_F(MountDebugLogTest, LookupsInAWalkedDirectoryComeFromOneListing) {
   EXPECT_LE(RegistryLookupsIn(mount_->Log(), "g"), 3u) << mount_->Log();
 }
 
+// ls -l asks for security.selinux and the POSIX ACL of every name; the
+// directory listing says which names have xattrs at all, so a mount that
+// knows nothing of these files answers those from it.
+TEST_F(MountDebugLogTest, ListingSaysWhichFilesHaveNoXattrs) {
+  ASSERT_EQ(mkdir((m_ + "/xl").c_str(), 0755), 0);
+  for (int i = 0; i < 50; ++i) WriteFile(m_ + "/xl/f" + std::to_string(i), "x");
+  ASSERT_EQ(setxattr((m_ + "/xl/f7").c_str(), "user.tag", "v", 1, 0), 0);
+  TestMount other(*cluster_, cluster_->dir() + "/mnt2", {"--log-level", "debug"});
+  ASSERT_TRUE(other.Mount().ok());
+  const std::string d = other.path() + "/xl";
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(d)) {
+    names.push_back(e.path().filename());
+  }
+  ASSERT_EQ(names.size(), 50u);
+  char buf[64];
+  for (const auto& n : names) {
+    const std::string path = d + "/" + n;
+    struct stat st;
+    ASSERT_EQ(lstat(path.c_str(), &st), 0);
+    EXPECT_EQ(lgetxattr(path.c_str(), "security.selinux", buf, sizeof(buf)), -1);
+    EXPECT_EQ(errno, ENODATA);
+    EXPECT_EQ(lgetxattr(path.c_str(), "system.posix_acl_access", buf, sizeof(buf)), -1);
+  }
+  ASSERT_EQ(lgetxattr((d + "/f7").c_str(), "user.tag", buf, sizeof(buf)), 1);
+  EXPECT_EQ(buf[0], 'v');
+  // Only f7's questions go to the registry; 100 without the listing's flag.
+  EXPECT_LE(Count(other.Log(), "asking the registry"), 6u) << other.Log();
+  EXPECT_GE(Count(other.Log(), "getxattr user.tag of inode"), 1u) << other.Log();
+}
+
 // With long timeouts a listing answers for long, so anything this mount
 // changes must show in it at once.
 class MountLongTimeoutTest : public MountDebugLogTest {

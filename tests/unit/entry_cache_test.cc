@@ -20,7 +20,7 @@ InodeAttrs File(uint64_t ino, uint64_t size = 0) {
 }
 
 DirEntry Named(std::string name, const InodeAttrs& attrs) {
-  return DirEntry{std::move(name), attrs.ino, attrs.type, attrs};
+  return DirEntry{std::move(name), attrs.ino, attrs.type, attrs, false};
 }
 
 EntryCache Cache(size_t max_dir_entries = 100, size_t max_entries = 1000) {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "protocol/envelope.h"
+#include "protocol/namespace_messages.h"
 #include "src/namespace_op.h"
 
 namespace shardfs {
@@ -532,6 +534,33 @@ TEST_F(StoreTest, TruncateWithExplicitMtimeKeepsIt) {
 }
 
 // --- Xattrs -------------------------------------------------------------------
+
+// A listing with attributes says which names have xattrs, so a mount
+// walking it need not ask for security.selinux and ACLs of each.
+TEST_F(StoreTest, ReadDirWithAttrsSaysWhichInodesHaveXattrs) {
+  uint64_t plain = Create(kRootIno, "plain");
+  uint64_t tagged = Create(kRootIno, "tagged");
+  ASSERT_EQ(Code(SetxattrOp{.ino = tagged, .name = "user.a", .value = "1"}), ErrorCode::kOk);
+  auto page = store_.ReadDir(kRootIno, "", 10, /*with_attrs=*/true);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->entries.size(), 2u);
+  for (const DirEntry& e : page->entries) {
+    ASSERT_TRUE(e.has_xattrs.has_value()) << e.name;
+    EXPECT_EQ(*e.has_xattrs, e.ino == tagged) << e.name;
+  }
+  EXPECT_EQ(page->entries[0].ino, plain);
+  // The flag survives the wire.
+  ReadDirReply reply{page->entries, false};
+  auto env = DecodeHeader(EncodeHeader(MessageType::kReadDir, 1, reply.Encode()));
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  auto back = ReadDirReply::Decode(env->fields);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->entries[0].has_xattrs, std::optional<bool>(false));
+  EXPECT_EQ(back->entries[1].has_xattrs, std::optional<bool>(true));
+  // Without attributes the listing says nothing of xattrs either.
+  auto bare = store_.ReadDir(kRootIno, "", 10, /*with_attrs=*/false);
+  EXPECT_FALSE(bare->entries[0].has_xattrs.has_value());
+}
 
 TEST_F(StoreTest, XattrFlags) {
   uint64_t f = Create(kRootIno, "f");

@@ -51,6 +51,19 @@ TEST(XattrNegativeCacheTest, AnswerCrossingAChangeIsNotKept) {
   EXPECT_TRUE(cache.KnownAbsent(3, "user.a"));
 }
 
+// What a directory listing says (no xattrs at all) is kept, unless this
+// mount changed an xattr while the listing was on its way.
+TEST(XattrNegativeCacheTest, ListingCrossingAChangeIsNotKept) {
+  XattrNegativeCache cache(10s);
+  uint64_t asked = cache.Version();
+  cache.NoteNoXattrs(4, asked);
+  EXPECT_TRUE(cache.KnownAbsent(4, "security.selinux"));
+  asked = cache.Version();
+  cache.Invalidate(5);  // setxattr(5, ...) meanwhile
+  cache.NoteNoXattrs(5, asked);
+  EXPECT_FALSE(cache.KnownAbsent(5, "security.selinux"));
+}
+
 TEST(XattrNegativeCacheTest, OffWithoutATimeout) {
   XattrNegativeCache cache(0s);
   cache.NoteNoXattrs(1);
