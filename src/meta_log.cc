@@ -1,11 +1,13 @@
 #include "src/meta_log.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -200,8 +202,16 @@ Status MetaLog::WriteAndSync(int fd, const std::string& bytes) {
     if (n < 0) return ErrnoStatus("write " + path_, errno);
     done += static_cast<size_t>(n);
   }
+  const auto started = std::chrono::steady_clock::now();
   if (::fdatasync(fd) != 0) return ErrnoStatus("fdatasync " + path_, errno);
   sync_count_++;
+  // Every acknowledged change waits for this; a disk that takes seconds
+  // shows to clients as a registry that stopped answering.
+  const auto took = std::chrono::steady_clock::now() - started;
+  if (took >= std::chrono::seconds(1)) {
+    spdlog::warn("metadata log: fdatasync of {} bytes took {} ms (the disk is slow or busy)",
+                 bytes.size(), std::chrono::duration_cast<std::chrono::milliseconds>(took).count());
+  }
   return Status::Ok();
 }
 
