@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/health_messages.h"
+#include "protocol/namespace_messages.h"
 #include "protocol/registry_messages.h"
 #include "src/cluster_map_subscriber.h"
 
@@ -72,6 +73,16 @@ Status RegistryServer::Start() {
       case MessageType::kReadlink:
       case MessageType::kGetXattr:
       case MessageType::kListXattr:
+      // An open and a page of a shard table only touch memory as well (open
+      // references are not logged: sessions restore them), and every open
+      // of a file for reading waits for one. Pages as large as the mount
+      // asks for; a larger one would hold the socket thread for long.
+      case MessageType::kOpen:
+        return true;
+      case MessageType::kGetShardTable: {
+        auto r = GetShardTableRequest::Decode(request.header.fields);
+        return r.ok() && r->count <= 1024;
+      }
       // In-memory too. With every worker waiting for a slow log sync (a
       // disk busy with the nodes' writes), queued heartbeats timed out and
       // the registry marked all nodes down for a moment.
