@@ -261,13 +261,11 @@ void ShardFs::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void ShardFs::ListForLookups(uint64_t dir) {
   EntryCache::Ticket ticket = entries_.Begin(dir);
-  const size_t limit = entries_.limits().max_dir_entries;
-  auto entries = ListDir(dir, limit + 1);
-  if (!entries.ok() || entries->size() > limit) {
-    return entries_.Abandon(ticket, /*too_large=*/entries.ok());
-  }
+  // One name past the limit is enough to know the directory is too large.
+  auto entries = ListDir(dir, entries_.limits().max_dir_entries + 1);
+  if (!entries.ok()) return entries_.Abandon(ticket);
   spdlog::debug("listed {} names of directory {} for lookups", entries->size(), dir);
-  entries_.Store(ticket, std::move(*entries));
+  entries_.Store(ticket, *entries);
 }
 
 Result<std::vector<DirEntry>> ShardFs::ListDir(uint64_t dir, size_t limit) {
@@ -583,15 +581,11 @@ void ShardFs::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   EntryCache::Ticket ticket = entries_.Begin(ino);
   auto entries = ListDir(ino, SIZE_MAX);
   if (!entries.ok()) {
-    entries_.Abandon(ticket, /*too_large=*/false);
+    entries_.Abandon(ticket);
     return ReplyStatus(req, entries.status());
   }
   listing->entries = std::move(*entries);
-  if (listing->entries.size() <= entries_.limits().max_dir_entries) {
-    entries_.Store(ticket, listing->entries);
-  } else {
-    entries_.Abandon(ticket, /*too_large=*/true);
-  }
+  entries_.Store(ticket, listing->entries);
   fi->fh = reinterpret_cast<uint64_t>(listing.release());
   fuse_reply_open(req, fi);
 }

@@ -73,21 +73,21 @@ Status RegistryServer::Start() {
       case MessageType::kReadlink:
       case MessageType::kGetXattr:
       case MessageType::kListXattr:
-      // An open and a page of a shard table only touch memory as well (open
-      // references are not logged: sessions restore them), and every open
-      // of a file for reading waits for one. Pages as large as the mount
-      // asks for; a larger one would hold the socket thread for long.
+      // An open only touches memory as well (open references are not
+      // logged: sessions restore them), and every open of a file waits for
+      // one.
       case MessageType::kOpen:
+      // Membership is in memory too. Queued behind workers waiting for a
+      // slow log sync (a disk busy with the nodes' writes), heartbeats timed
+      // out and the registry marked every node down for a moment.
+      case MessageType::kHeartbeat:
         return true;
       case MessageType::kGetShardTable: {
+        // Pages as large as the mount asks for; a larger one would hold the
+        // socket thread for long.
         auto r = GetShardTableRequest::Decode(request.header.fields);
         return r.ok() && r->count <= 1024;
       }
-      // In-memory too. With every worker waiting for a slow log sync (a
-      // disk busy with the nodes' writes), queued heartbeats timed out and
-      // the registry marked all nodes down for a moment.
-      case MessageType::kHeartbeat:
-        return true;
       default:
         return false;
     }

@@ -92,7 +92,7 @@ EntryCache::Ticket EntryCache::Begin(uint64_t dir, Clock::time_point now) {
   return Ticket{dir, epoch_++, now};
 }
 
-void EntryCache::Store(const Ticket& ticket, std::vector<DirEntry> entries) {
+void EntryCache::Store(const Ticket& ticket, const std::vector<DirEntry>& entries) {
   if (limits_.ttl.count() <= 0) return;
   std::lock_guard<std::mutex> lock(mu_);
   if (auto w = walks_.find(ticket.dir); w != walks_.end()) w->second.listing = false;
@@ -104,9 +104,7 @@ void EntryCache::Store(const Ticket& ticket, std::vector<DirEntry> entries) {
   if (ChangedAtLocked(ticket.dir) >= ticket.epoch) return;
   Listing listing;
   listing.asked = ticket.asked;
-  for (auto& e : entries) {
-    listing.names.emplace(std::move(e.name), Entry{std::move(e.attrs), ticket.epoch});
-  }
+  for (const auto& e : entries) listing.names.emplace(e.name, Entry{e.attrs, ticket.epoch});
   auto old = listings_.find(ticket.dir);
   if (old != listings_.end()) {
     if (old->second.asked > listing.asked) return;  // a later listing is here already
@@ -117,11 +115,9 @@ void EntryCache::Store(const Ticket& ticket, std::vector<DirEntry> entries) {
   TrimLocked(ticket.asked);
 }
 
-void EntryCache::Abandon(const Ticket& ticket, bool too_large) {
+void EntryCache::Abandon(const Ticket& ticket) {
   std::lock_guard<std::mutex> lock(mu_);
-  Walk& walk = walks_[ticket.dir];
-  walk.listing = false;
-  if (too_large) walk.too_large_until = ticket.asked + 10 * limits_.ttl;
+  if (auto w = walks_.find(ticket.dir); w != walks_.end()) w->second.listing = false;
 }
 
 void EntryCache::TrimLocked(Clock::time_point now) {

@@ -78,10 +78,12 @@ class EntryCache {
   bool ShouldList(uint64_t dir, Clock::time_point now = Clock::now());
   // Call before asking for the first page.
   Ticket Begin(uint64_t dir, Clock::time_point now = Clock::now());
-  // The whole listing, every entry with attributes (readdirplus).
-  void Store(const Ticket& ticket, std::vector<DirEntry> entries);
-  // The listing could not be had, or was larger than max_dir_entries.
-  void Abandon(const Ticket& ticket, bool too_large);
+  // The whole listing, every entry with attributes (readdirplus). One of
+  // more than max_dir_entries names is not kept, and the directory is not
+  // listed for lookups again for a while.
+  void Store(const Ticket& ticket, const std::vector<DirEntry>& entries);
+  // The listing could not be had.
+  void Abandon(const Ticket& ticket);
 
   // This mount's own changes, after the registry acknowledged them.
   void Added(uint64_t dir, std::string_view name, const InodeAttrs& attrs);
