@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -50,6 +51,23 @@ Result<std::string> ReadWholeFile(int fd, const std::string& path) {
   }
   data.resize(done);
   return data;
+}
+
+bool IsAllZero(std::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == '\0'; });
+}
+
+// Writes all of `bytes` at `offset`.
+Status PwriteAll(int fd, std::string_view bytes, uint64_t offset, const std::string& path) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n =
+        ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("write " + path, errno);
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -112,6 +130,7 @@ Result<LogReadResult> MetaLog::ReadBuffer(std::string_view data, const RecordFn&
   while (pos < data.size()) {
     LogRecordView rec;
     LogRecordCheck check = DecodeLogRecord(data.substr(pos), &rec);
+    if (check != LogRecordCheck::kOk && IsAllZero(data.substr(pos))) break;  // preallocated
     if (check == LogRecordCheck::kShort) {
       result.stopped_because = "torn record at offset " + std::to_string(pos);
       break;
@@ -146,9 +165,9 @@ Result<LogReadResult> MetaLog::ReadBuffer(std::string_view data, const RecordFn&
 Result<std::unique_ptr<MetaLog>> MetaLog::Open(const std::string& path, uint64_t next_seq,
                                                const RecordFn& fn, LogReadResult* read_result) {
   bool created = false;
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd.valid() && errno == ENOENT) {
-    fd.reset(::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    fd.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     created = true;
   }
   if (!fd.valid()) return ErrnoStatus("open " + path, errno);
@@ -159,7 +178,8 @@ Result<std::unique_ptr<MetaLog>> MetaLog::Open(const std::string& path, uint64_t
     SHARDFS_ASSIGN_OR_RETURN(result, ReadBuffer(data, fn));
     if (result.valid_bytes < result.file_bytes) {
       // Drop the damaged tail now, so new records follow the last good one
-      // and the next replay does not stop early again.
+      // and the next replay does not stop early again. (Zero-filled space
+      // goes too; the first flush adds it back.)
       if (::ftruncate(fd.get(), static_cast<off_t>(result.valid_bytes)) != 0) {
         return ErrnoStatus("truncate " + path, errno);
       }
@@ -171,16 +191,29 @@ Result<std::unique_ptr<MetaLog>> MetaLog::Open(const std::string& path, uint64_t
   if (read_result != nullptr) *read_result = result;
   if (result.records > 0) next_seq = std::max(next_seq, result.last_seq + 1);
   if (next_seq == 0) next_seq = 1;
-  return std::unique_ptr<MetaLog>(new MetaLog(path, std::move(fd), next_seq));
+  return std::unique_ptr<MetaLog>(new MetaLog(path, std::move(fd), result.valid_bytes, next_seq));
 }
 
-MetaLog::MetaLog(std::string path, UniqueFd fd, uint64_t next_seq)
-    : path_(std::move(path)), fd_(std::move(fd)), next_seq_(next_seq), durable_seq_(next_seq - 1) {}
+MetaLog::MetaLog(std::string path, UniqueFd fd, uint64_t end, uint64_t next_seq)
+    : path_(std::move(path)),
+      fd_(std::move(fd)),
+      end_(end),
+      allocated_(end),
+      next_seq_(next_seq),
+      durable_seq_(next_seq - 1) {}
 
 MetaLog::~MetaLog() {
   // Records never waited for were never acknowledged; still, keep them if we
   // can, so a clean shutdown loses nothing.
-  (void)Sync();
+  if (Sync().ok()) TrimPreallocated();
+}
+
+void MetaLog::TrimPreallocated() {
+  // Only tidiness: readers take a zero tail as the end of the log, so a
+  // failed or unsynced truncate loses nothing.
+  if (allocated_ > end_ && ::ftruncate(fd_.get(), static_cast<off_t>(end_)) == 0) {
+    allocated_ = end_;
+  }
 }
 
 Result<uint64_t> MetaLog::Append(std::string_view payload) {
@@ -195,13 +228,20 @@ Result<uint64_t> MetaLog::Append(std::string_view payload) {
 }
 
 Status MetaLog::WriteAndSync(int fd, const std::string& bytes) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus("write " + path_, errno);
-    done += static_cast<size_t>(n);
+  if (end_ + bytes.size() > allocated_) {
+    // Once per kLogPreallocateBytes: this one sync also carries the new
+    // size and extents through the journal, so later ones need not.
+    static const std::string kZeros(1u << 20, '\0');
+    const uint64_t target = end_ + bytes.size() + kLogPreallocateBytes;
+    while (allocated_ < target) {
+      const uint64_t n = std::min<uint64_t>(kZeros.size(), target - allocated_);
+      SHARDFS_RETURN_IF_ERROR(
+          PwriteAll(fd, std::string_view(kZeros).substr(0, n), allocated_, path_));
+      allocated_ += n;
+    }
   }
+  SHARDFS_RETURN_IF_ERROR(PwriteAll(fd, bytes, end_, path_));
+  end_ += bytes.size();
   const auto started = std::chrono::steady_clock::now();
   if (::fdatasync(fd) != 0) return ErrnoStatus("fdatasync " + path_, errno);
   sync_count_++;
@@ -277,13 +317,16 @@ Status MetaLog::SwitchFile(const std::string& path) {
     durable_seq_ = next_seq_ - 1;
     flushed_.notify_all();
   }
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!fd.valid()) return ErrnoStatus("create " + path, errno);
   SHARDFS_RETURN_IF_ERROR(SyncParentDirectory(path));
+  TrimPreallocated();
   // The old file's data is already synced, so a close error cannot lose any.
   (void)fd_.Close();
   fd_ = std::move(fd);
   path_ = path;
+  end_ = 0;
+  allocated_ = 0;
   return Status::Ok();
 }
 

@@ -25,6 +25,14 @@
 // is done, one of the threads still waiting becomes the next flusher. So N
 // threads appending at once cost about one fdatasync per flush, not N.
 //
+// Space ahead of the records is zero-filled in advance (kLogPreallocateBytes
+// at a time), so a flush overwrites blocks the file already has: fdatasync
+// then writes only those blocks, not the file size and extent map through
+// the file system's journal, whose commit also waits for every other
+// change on the disk (the nodes' shard files when they share it). A reader
+// treats an all-zero tail as the clean end of the log; a clean close and
+// SwitchFile cut it off.
+//
 // After a write or sync error the log is failed: every later Append and
 // WaitDurable returns kIoError (the caller cannot know which records made it,
 // so the registry must restart and replay).
@@ -48,6 +56,8 @@ namespace shardfs {
 
 // Framing header bytes: length + checksum + seq.
 inline constexpr size_t kLogRecordHeaderSize = 4 + 8 + 8;
+// Zero-filled space added ahead of the records whenever they reach the end.
+inline constexpr uint64_t kLogPreallocateBytes = 4u << 20;
 // Larger records are refused on write and treated as damage on read.
 inline constexpr size_t kMaxLogPayloadSize = 64u << 20;
 
@@ -74,7 +84,8 @@ struct LogReadResult {
   uint64_t last_seq = 0;   // 0 if no records
   uint64_t valid_bytes = 0;
   uint64_t file_bytes = 0;
-  // Why reading stopped before the end of the file; empty if it did not.
+  // Why reading stopped before the end of the file; empty if it did not, or
+  // if only zeros follow the last record (preallocated space).
   std::string stopped_because;
 };
 
@@ -126,11 +137,15 @@ class MetaLog {
   std::string path() const;
 
  private:
-  MetaLog(std::string path, UniqueFd fd, uint64_t next_seq);
+  MetaLog(std::string path, UniqueFd fd, uint64_t end, uint64_t next_seq);
 
-  // Writes `bytes` to fd_ and syncs it; called without mu_ held by the one
-  // flusher (or with mu_ held by SwitchFile, when no flush can run).
+  // Writes `bytes` at end_ (zero-filling more space first when they do not
+  // fit) and syncs; called without mu_ held by the one flusher (or with mu_
+  // held by SwitchFile, when no flush can run). Only that caller touches
+  // end_ and allocated_.
   Status WriteAndSync(int fd, const std::string& bytes);
+  // Cuts the zero-filled space after the last record off the current file.
+  void TrimPreallocated();
   // Wakes everyone and refuses further work after an I/O error (mu_ held).
   void Fail(const Status& st);
 
@@ -138,8 +153,10 @@ class MetaLog {
   std::condition_variable flushed_;
   std::string path_;
   UniqueFd fd_;
-  std::string pending_;    // encoded records not yet handed to a flusher
-  uint64_t next_seq_ = 1;  // seq of the next Append
+  uint64_t end_ = 0;        // file offset after the last record written
+  uint64_t allocated_ = 0;  // file size: end_ plus zero-filled space
+  std::string pending_;     // encoded records not yet handed to a flusher
+  uint64_t next_seq_ = 1;   // seq of the next Append
   uint64_t durable_seq_ = 0;
   bool flushing_ = false;
   Status failed_;  // non-OK once a write or sync failed

@@ -1,7 +1,10 @@
 #include "src/meta_log.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -337,6 +340,96 @@ TEST(MetaLogTest, GroupCommitSharesSyncsAcrossThreads) {
     int t = p[1] - '0';
     EXPECT_EQ(p, "t" + std::to_string(t) + "-" + std::to_string(next[t]++));
   }
+}
+
+// Flushes overwrite zero-filled space the file already has, so fdatasync
+// need not push a new file size through the journal each time; a clean
+// close leaves only the records.
+TEST(MetaLogTest, FlushesWriteIntoZeroFilledSpaceThatACleanCloseCutsOff) {
+  TempDir dir;
+  const std::string path = dir.File("log.000001");
+  std::string records;
+  {
+    auto log = MetaLog::Open(path, 1, nullptr);
+    ASSERT_TRUE(log.ok());
+    uintmax_t size_after_first_flush = 0;
+    for (uint64_t i = 1; i <= 200; ++i) {
+      ASSERT_TRUE((*log)->WaitDurable((*log)->Append(PayloadFor(i)).value()).ok());
+      records += EncodeLogRecord(i, PayloadFor(i));
+      // The size is set once, by the first flush.
+      if (i == 1) size_after_first_flush = fs::file_size(path);
+      ASSERT_EQ(fs::file_size(path), size_after_first_flush);
+    }
+    const std::string bytes = ReadBytes(path);
+    EXPECT_EQ(bytes.size(), EncodeLogRecord(1, PayloadFor(1)).size() + kLogPreallocateBytes);
+    EXPECT_EQ(bytes.substr(0, records.size()), records);
+    EXPECT_EQ(bytes.find_first_not_of('\0', records.size()), std::string::npos);
+
+    // A reader (a restart after kill -9 sees the same) takes the zeros as the end.
+    Replayed r;
+    auto info = MetaLog::ReadFile(path, r.Fn());
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(r.seqs.size(), 200u);
+    EXPECT_TRUE(info->stopped_because.empty()) << info->stopped_because;
+    EXPECT_EQ(info->valid_bytes, records.size());
+  }
+  EXPECT_EQ(ReadBytes(path), records);
+}
+
+// kill -9 leaves the zero-filled space behind; reopening reads every
+// acknowledged record, warns of nothing, and new records follow them.
+TEST(MetaLogTest, ReopenAfterACrashContinuesAfterTheLastRecord) {
+  TempDir dir;
+  const std::string path = dir.File("log.000001");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto log = MetaLog::Open(path, 1, nullptr);
+    bool ok = log.ok();
+    for (uint64_t i = 1; ok && i <= 50; ++i) {
+      auto seq = (*log)->Append(PayloadFor(i));
+      ok = seq.ok() && (*log)->WaitDurable(*seq).ok();
+    }
+    std::_Exit(ok ? 0 : 1);  // no destructor: the zeros stay
+  }
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(child, &wstatus, 0), child);
+  ASSERT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+  ASSERT_GT(fs::file_size(path), kLogPreallocateBytes);
+
+  for (int reopen = 0; reopen < 2; ++reopen) {
+    Replayed r;
+    LogReadResult info;
+    auto log = MetaLog::Open(path, 1, r.Fn(), &info);
+    ASSERT_TRUE(log.ok());
+    ASSERT_EQ(r.seqs.size(), 50u + reopen);
+    EXPECT_TRUE(info.stopped_because.empty()) << info.stopped_because;
+    EXPECT_EQ((*log)->Append("after").value(), 51u + reopen);
+  }
+  Replayed all;
+  ASSERT_TRUE(MetaLog::ReadFile(path, all.Fn()).ok());
+  EXPECT_EQ(all.seqs.size(), 52u);
+  EXPECT_EQ(all.payloads[50], "after");
+}
+
+// A record torn by the crash sits between the last good record and the
+// zeros; it is damage, and it is cut off.
+TEST(MetaLogTest, TornRecordBeforeZeroFilledSpaceIsDropped) {
+  TempDir dir;
+  const std::string path = dir.File("log.000001");
+  const std::string good = EncodeLogRecord(1, "a") + EncodeLogRecord(2, "b");
+  const std::string torn = EncodeLogRecord(3, PayloadFor(30));
+  std::string bytes = good + torn.substr(0, torn.size() / 2);
+  bytes.resize(good.size() + 4096, '\0');
+  WriteBytes(path, bytes);
+  Replayed r;
+  LogReadResult info;
+  auto log = MetaLog::Open(path, 1, r.Fn(), &info);
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ(r.payloads, (std::vector<std::string>{"a", "b"}));
+  EXPECT_FALSE(info.stopped_because.empty());
+  EXPECT_EQ(fs::file_size(path), good.size());
+  EXPECT_EQ((*log)->Append("c").value(), 3u);
 }
 
 TEST(MetaLogTest, WriteErrorFailsTheLog) {
