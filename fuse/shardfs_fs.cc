@@ -159,9 +159,12 @@ struct stat ShardFs::ToStat(const InodeAttrs& a) const {
   // Directories have no byte size of their own; report one block, as local
   // file systems do, so tools that add up sizes see familiar numbers.
   if (a.type == FileType::kDirectory) st.st_size = 4096;
-  // Blocks in use: what a sparse file really stores is not known here, so
-  // report the size rounded up to 4 KiB blocks, as a local disk would.
-  st.st_blocks = static_cast<blkcnt_t>((static_cast<uint64_t>(st.st_size) + 4095) / 4096 * 8);
+  // Blocks in use, in 4 KiB units as a local disk counts them: for a file
+  // what its shards hold (so du, cp --sparse and tar --sparse see holes),
+  // for anything else its size.
+  const uint64_t used =
+      a.type == FileType::kRegular ? a.stored_bytes : static_cast<uint64_t>(st.st_size);
+  st.st_blocks = static_cast<blkcnt_t>((used + 4095) / 4096 * 8);
   st.st_atim = ToTimespec(a.atime_ns);
   st.st_mtim = ToTimespec(a.mtime_ns);
   st.st_ctim = ToTimespec(a.ctime_ns);

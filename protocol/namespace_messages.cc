@@ -53,7 +53,8 @@ void EncodeAttrs(FieldWriter& w, const InodeAttrs& a) {
       .I64("mtime", a.mtime_ns)
       .I64("ctime", a.ctime_ns)
       .U64("shardsize", a.shard_size)
-      .U64("goal", a.replication_goal);
+      .U64("goal", a.replication_goal)
+      .U64("stored", a.stored_bytes);
 }
 
 FieldWriter AttrsFields(const InodeAttrs& a) {
@@ -77,6 +78,8 @@ Result<InodeAttrs> DecodeAttrs(const FieldReader& r) {
   SHARDFS_ASSIGN_OR_RETURN(a.ctime_ns, r.I64("ctime"));
   SHARDFS_ASSIGN_OR_RETURN(a.shard_size, U32(r, "shardsize"));
   SHARDFS_ASSIGN_OR_RETURN(a.replication_goal, U32(r, "goal"));
+  // A registry from before this field: as if the file were not sparse.
+  SHARDFS_ASSIGN_OR_RETURN(a.stored_bytes, r.OptU64("stored", a.size));
   return a;
 }
 

@@ -115,6 +115,10 @@ struct InodeAttrs {
   int64_t ctime_ns = 0;
   uint32_t shard_size = 0;        // regular files: fixed at create
   uint32_t replication_goal = 0;  // 0 = the cluster default
+  // Regular files: the bytes the shard table holds, which is less than
+  // `size` where the file is sparse (what st_blocks reports). Derived from
+  // the table, never logged or kept in snapshots.
+  uint64_t stored_bytes = 0;
 
   bool operator==(const InodeAttrs&) const = default;
 };

@@ -37,6 +37,17 @@ Status ValidateShardSize(uint32_t shard_size) {
   return Status::Ok();
 }
 
+uint64_t ShardTableBytes(const Inode& inode) {
+  uint64_t bytes = 0;
+  for (const auto& [index, entry] : inode.shards) bytes += entry.length;
+  return bytes;
+}
+
+// Keeps attrs.stored_bytes true after the shard table changed.
+void CountStoredBytes(Inode& inode) {
+  inode.attrs.stored_bytes = ShardTableBytes(inode);
+}
+
 }  // namespace
 
 Status ValidateName(std::string_view name) {
@@ -198,6 +209,7 @@ void NamespaceStore::TruncateShards(Inode& inode, uint64_t new_size, int64_t tim
     }
   }
   inode.attrs.size = new_size;
+  CountStoredBytes(inode);
 }
 
 // ---------------------------------------------------------------------------
@@ -629,6 +641,7 @@ Status NamespaceStore::DoCommitShards(const CommitShardsOp& op, ApplyResult* r) 
       old = e;
     }
   }
+  CountStoredBytes(*inode);
   inode->attrs.mtime_ns = op.time_ns;
   inode->attrs.ctime_ns = op.time_ns;
   r->ino = op.ino;
@@ -969,6 +982,10 @@ void NamespaceStore::CheckInvariantsLocked(std::vector<std::string>* problems) c
         problem(fmt::format("inode {} shard {} extends past shard or file end", ino, index));
       }
     }
+    if (const uint64_t held = ShardTableBytes(inode); held != a.stored_bytes) {
+      problem(fmt::format("file {} says it stores {} bytes, its shards hold {}", ino,
+                          a.stored_bytes, held));
+    }
   }
   for (uint64_t ino : orphans_) {
     const Inode* inode = Find(ino);
@@ -1073,9 +1090,9 @@ std::string NamespaceStore::DumpCanonical() const {
     const InodeAttrs& a = inode.attrs;
     out += fmt::format(
         "inode {} type {} mode {:o} uid {} gid {} nlink {} size {} rdev {} atime {} mtime {} "
-        "ctime {} shard_size {} goal {} parent {}\n",
+        "ctime {} shard_size {} goal {} stored {} parent {}\n",
         ino, static_cast<int>(a.type), a.mode, a.uid, a.gid, a.nlink, a.size, a.rdev, a.atime_ns,
-        a.mtime_ns, a.ctime_ns, a.shard_size, a.replication_goal, inode.parent);
+        a.mtime_ns, a.ctime_ns, a.shard_size, a.replication_goal, a.stored_bytes, inode.parent);
     if (a.type == FileType::kSymlink)
       out += fmt::format("  target {}\n", quote(inode.symlink_target));
     for (const auto& [k, v] : inode.xattrs)
@@ -1202,6 +1219,7 @@ bool UnpackInode(const msgpack::object& obj, const std::vector<std::string>& tab
     if (!UnpackNodeRefs(er.Next(), table, &e.replicas) || !er.ok()) return false;
     inode->shards.emplace_hint(inode->shards.end(), e.index, std::move(e));
   }
+  CountStoredBytes(*inode);
   return sr.ok();
 }
 

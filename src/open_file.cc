@@ -154,7 +154,13 @@ Status OpenFile::Refresh(bool open) {
 
 InodeAttrs OpenFile::attrs() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  return attrs_;
+  InodeAttrs attrs = attrs_;
+  // What unsaved writes will store is known at their commit; until then
+  // count the whole size, as before sparse files were told apart.
+  if (!dirty_.empty() || !stored_.empty() || !storing_.empty() || size_changed_) {
+    attrs.stored_bytes = std::max(attrs.stored_bytes, attrs.size);
+  }
+  return attrs;
 }
 
 bool OpenFile::dirty() const {

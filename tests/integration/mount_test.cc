@@ -226,6 +226,25 @@ TEST_F(MountTest, SparseFileBeyond4GiBStoresOnlyWhatWasWritten) {
   size_t shards = 0;
   for (size_t p = 0; (p = out.find("\"generation\"", p)) != std::string::npos; ++p) ++shards;
   EXPECT_EQ(shards, 2u) << out;
+  // And says so: st_blocks counts what the two shards hold, not 5 GiB, so
+  // du, cp --sparse and tar --sparse see the holes. Shard 0 was written
+  // when the file already reached past it, so it holds all 4 MiB (zeros
+  // after "start"); the last one holds its 3 bytes (one 4 KiB block).
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, ((4 << 20) + 4096) / 512);
+  ASSERT_EQ(Sh("du -B1 " + path, &out), 0) << out;
+  EXPECT_EQ(out.substr(0, out.find_first_of(" \t")), std::to_string((4 << 20) + 4096)) << out;
+
+  // A file without holes counts all of its size.
+  const std::string full = m_ + "/full";
+  fd = open(full.c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  const std::string mib(1 << 20, 'x');
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(write(fd, mib.data(), mib.size()), ssize_t(mib.size()));
+  ASSERT_EQ(write(fd, "tail", 4), 4);
+  ASSERT_EQ(close(fd), 0);
+  ASSERT_EQ(stat(full.c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, (5 << 20) / 512 + 8);
 }
 
 TEST_F(MountTest, UnlinkedOpenFileStaysReadable) {

@@ -525,6 +525,59 @@ TEST_F(StoreTest, TruncateDropsAndShortensShards) {
   EXPECT_EQ(store_.ListGarbage(now_, 100).size(), 4u);
 }
 
+// st_blocks comes from stored_bytes: what the shard table holds, so a
+// sparse file's holes are not counted.
+TEST_F(StoreTest, StoredBytesFollowTheShardTable) {
+  uint64_t f = Create(kRootIno, "f");
+  EXPECT_EQ(Attr(f).stored_bytes, 0u);
+  // Shards 0 and 3 of a four-shard file: 1 and 2 are holes.
+  ASSERT_EQ(
+      Code(CommitShardsOp{
+          .ino = f, .shards = {Shard(0, 1, kShard), Shard(3, 1, 5)}, .size = 3ull * kShard + 5}),
+      ErrorCode::kOk);
+  EXPECT_EQ(Attr(f).stored_bytes, kShard + 5u);
+  // A new generation of a hole's shard, shorter than a whole shard.
+  ASSERT_EQ(
+      Code(CommitShardsOp{.ino = f, .shards = {Shard(1, 2, 4096)}, .size = 3ull * kShard + 5}),
+      ErrorCode::kOk);
+  EXPECT_EQ(Attr(f).stored_bytes, kShard + 4096u + 5u);
+  // Truncating into shard 0 drops 1 and 3 and shortens 0.
+  auto r = Do(SetattrOp{.ino = f, .mask = kSetAttrSize, .size = 100});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->attrs->stored_bytes, 100u);
+  // Growing adds only a hole.
+  r = Do(SetattrOp{.ino = f, .mask = kSetAttrSize, .size = 10ull * kShard});
+  EXPECT_EQ(r->attrs->stored_bytes, 100u);
+
+  // The field crosses the wire; a registry that does not send it reads as
+  // a file without holes.
+  auto back = AttrReply::Decode(
+      DecodeHeader(EncodeHeader(MessageType::kGetAttr, 1, AttrReply{Attr(f)}.Encode()))->fields);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->attrs.stored_bytes, 100u);
+  EXPECT_EQ(back->attrs.size, 10ull * kShard);
+  const InodeAttrs without = Attr(f);
+  FieldWriter stripped;
+  stripped.U64("ino", without.ino)
+      .U64("type", static_cast<uint8_t>(without.type))
+      .U64("mode", without.mode)
+      .U64("uid", without.uid)
+      .U64("gid", without.gid)
+      .U64("nlink", without.nlink)
+      .U64("size", without.size)
+      .U64("rdev", without.rdev)
+      .I64("atime", without.atime_ns)
+      .I64("mtime", without.mtime_ns)
+      .I64("ctime", without.ctime_ns)
+      .U64("shardsize", without.shard_size)
+      .U64("goal", without.replication_goal);
+  auto legacy = DecodeHeader(EncodeHeader(MessageType::kGetAttr, 1, stripped));
+  ASSERT_TRUE(legacy.ok());
+  auto legacy_attrs = DecodeAttrs(legacy->fields);
+  ASSERT_TRUE(legacy_attrs.ok()) << legacy_attrs.status().ToString();
+  EXPECT_EQ(legacy_attrs->stored_bytes, 10ull * kShard);
+}
+
 TEST_F(StoreTest, TruncateWithExplicitMtimeKeepsIt) {
   uint64_t f = Create(kRootIno, "f");
   auto r =
@@ -1206,6 +1259,8 @@ TEST_F(StoreTest, SnapshotRoundTrip) {
   EXPECT_EQ(loaded.DumpCanonical(), store_.DumpCanonical());
   EXPECT_EQ(loaded.Orphans(), std::vector<uint64_t>{o});
   EXPECT_EQ(loaded.OpenCount(o), 0u);  // opens are not part of a snapshot
+  // Not stored in the snapshot: counted again from the shard table.
+  EXPECT_EQ(loaded.GetAttr(f)->stored_bytes, kShard + 7u);
 
   // A damaged snapshot is refused and leaves the store as it was.
   const std::string before = loaded.DumpCanonical();
