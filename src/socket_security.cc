@@ -221,14 +221,17 @@ class Authenticator {
 
   void Loop(std::mutex& mu, std::condition_variable& cv, std::optional<Status>& ready) {
     // Everything below belongs to this thread.
-    std::optional<zmq::socket_t> zap;
-    std::optional<zmq::socket_t> wake;
+    // Heap-held rather than std::optional: GCC 12 at -O3 takes optional's
+    // storage for uninitialised here (-Wmaybe-uninitialized) and breaks
+    // release builds with -Werror.
+    std::unique_ptr<zmq::socket_t> zap;
+    std::unique_ptr<zmq::socket_t> wake;
     Status bound = Status::Ok();
     try {
-      wake.emplace(context_, zmq::socket_type::pull);
+      wake = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::pull);
       wake->set(zmq::sockopt::linger, 0);
       wake->bind(wake_endpoint_);
-      zap.emplace(context_, zmq::socket_type::rep);
+      zap = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::rep);
       zap->set(zmq::sockopt::linger, 0);
       // A handler of the same context that just stopped may still hold the
       // address: ZeroMQ releases inproc names when its reaper gets to the
