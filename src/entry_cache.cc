@@ -10,6 +10,9 @@ namespace {
 // cached answer older than the clear is treated as stale).
 constexpr size_t kMaxChangeMarks = 65536;
 constexpr size_t kMaxWalks = 4096;
+// Names in a readdirplus listing that cost about as much as one lookup
+// round trip (pages of 1,000 names with attributes).
+constexpr size_t kNamesPerRoundTrip = 256;
 
 }  // namespace
 
@@ -54,9 +57,7 @@ std::optional<EntryCache::Answer> EntryCache::Find(uint64_t dir, std::string_vie
   return answer;
 }
 
-bool EntryCache::ShouldList(uint64_t dir, Clock::time_point now) {
-  if (limits_.ttl.count() <= 0) return false;
-  std::lock_guard<std::mutex> lock(mu_);
+EntryCache::Walk& EntryCache::WalkLocked(uint64_t dir, Clock::time_point now) {
   if (walks_.size() >= kMaxWalks && !walks_.contains(dir)) {
     std::erase_if(walks_, [&](const auto& w) {
       return !w.second.listing && now - w.second.first_miss >= limits_.ttl &&
@@ -65,7 +66,13 @@ bool EntryCache::ShouldList(uint64_t dir, Clock::time_point now) {
     if (walks_.size() >= kMaxWalks)
       std::erase_if(walks_, [](const auto& w) { return !w.second.listing; });
   }
-  Walk& walk = walks_[dir];
+  return walks_[dir];
+}
+
+bool EntryCache::ShouldList(uint64_t dir, Clock::time_point now) {
+  if (limits_.ttl.count() <= 0) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  Walk& walk = WalkLocked(dir, now);
   if (walk.listing || now < walk.too_large_until) return false;
   if (auto l = listings_.find(dir); l != listings_.end()) {
     // A live listing whose entries this mount changed since (files written
@@ -82,7 +89,14 @@ bool EntryCache::ShouldList(uint64_t dir, Clock::time_point now) {
     walk.misses = 0;
   }
   ++walk.misses;
-  if (walk.misses < 2 && !still_walked) return false;
+  // A listing costs about one round trip per kNamesPerRoundTrip names, so
+  // a directory known to be large is listed only once enough of its names
+  // are asked within one ttl to pay for it: random lookups spread over
+  // large directories (a web server's files, stats of random paths) would
+  // otherwise list 10,000 names to answer one. Unknown size: the second
+  // miss; a listing that just ran out while walked: the first.
+  const size_t needed = (still_walked ? 1 : 2) + walk.last_listed / kNamesPerRoundTrip;
+  if (static_cast<size_t>(walk.misses) < needed) return false;
   walk.listing = true;
   return true;
 }
@@ -95,9 +109,11 @@ EntryCache::Ticket EntryCache::Begin(uint64_t dir, Clock::time_point now) {
 void EntryCache::Store(const Ticket& ticket, const std::vector<DirEntry>& entries) {
   if (limits_.ttl.count() <= 0) return;
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto w = walks_.find(ticket.dir); w != walks_.end()) w->second.listing = false;
+  Walk& walk = WalkLocked(ticket.dir, ticket.asked);
+  walk.listing = false;
+  walk.last_listed = entries.size();
   if (entries.size() > limits_.max_dir_entries) {
-    walks_[ticket.dir].too_large_until = ticket.asked + 10 * limits_.ttl;
+    walk.too_large_until = ticket.asked + 10 * limits_.ttl;
     return;
   }
   // Changed here after the listing was asked for: it may predate the change.

@@ -72,9 +72,10 @@ class EntryCache {
   // After a Find that was not answered: true when the caller should list
   // `dir` whole now (a second name asked there within the ttl, a listing
   // that just ran out while the directory is still being walked, or a live
-  // listing too many of whose names this mount changed since), and no other
-  // thread is listing it already. A true return must be followed by
-  // Store or Abandon with the ticket from Begin.
+  // listing too many of whose names this mount changed since; for a
+  // directory whose last listing was large, more names within the ttl, in
+  // proportion to its size), and no other thread is listing it already. A true return must be
+  // followed by Store or Abandon with the ticket from Begin.
   bool ShouldList(uint64_t dir, Clock::time_point now = Clock::now());
   // Call before asking for the first page.
   Ticket Begin(uint64_t dir, Clock::time_point now = Clock::now());
@@ -111,10 +112,13 @@ class EntryCache {
     bool listing = false;
     Clock::time_point expired_listing{};
     Clock::time_point too_large_until{};
+    size_t last_listed = 0;  // names in its last listing; 0: never listed
   };
 
   // Epoch of the last change to `key` made here (inodes and directories).
   uint64_t ChangedAtLocked(uint64_t key) const;
+  // The walk of `dir`, made room for: past kMaxWalks idle ones are dropped.
+  Walk& WalkLocked(uint64_t dir, Clock::time_point now);
   void NoteChangeLocked(uint64_t key);
   void TrimLocked(Clock::time_point now);
 
