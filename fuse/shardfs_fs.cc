@@ -441,7 +441,11 @@ Status ShardFs::OpenHandle(uint64_t ino, fuse_file_info* fi, std::shared_ptr<Ope
     // trip opens the file at the registry.
     SHARDFS_RETURN_IF_ERROR(file->Refresh(/*open=*/true));
   } else {
-    SHARDFS_ASSIGN_OR_RETURN(file, OpenFile::Load(data_path_, ino, /*open=*/true));
+    // An open that will read may find the bytes fetched by then.
+    const bool will_read = (fi->flags & O_ACCMODE) != O_WRONLY && !(fi->flags & O_TRUNC);
+    const std::optional<ShardEntry> guess = will_read ? recent_shards_.Find(ino) : std::nullopt;
+    SHARDFS_ASSIGN_OR_RETURN(
+        file, OpenFile::Load(data_path_, ino, /*open=*/true, guess ? &*guess : nullptr));
   }
   InodeAttrs attrs = file->attrs();
   auto* handle = new Handle{ino, nullptr};
@@ -563,7 +567,14 @@ Status ShardFs::CloseHandle(uint64_t ino, fuse_file_info* fi) {
   auto it = open_files_.find(ino);
   if (it != open_files_.end() && --it->second.handles == 0) {
     // Keep the OpenFile while unflushed data remains (a failed flush).
-    if (!it->second.file->dirty()) open_files_.erase(it);
+    if (!it->second.file->dirty()) {
+      if (auto sole = it->second.file->SoleShard()) {
+        recent_shards_.Remember(ino, *sole);
+      } else {
+        recent_shards_.Forget(ino);
+      }
+      open_files_.erase(it);
+    }
   }
   return st;
 }

@@ -27,6 +27,7 @@
 #include "src/node_directory.h"
 #include "src/open_file.h"
 #include "src/read_ahead_budget.h"
+#include "src/recent_shard_entries.h"
 #include "src/task_pool.h"
 #include "src/xattr_negative_cache.h"
 
@@ -133,6 +134,9 @@ class ShardFs {
   XattrNegativeCache xattr_absent_;
   DirAttrCache dir_attrs_;
   EntryCache entries_;
+  // The one shard of small files closed here lately: a reopen fetches it
+  // while the registry confirms the table.
+  RecentShardEntries recent_shards_{16384};
 
   struct OpenInode {
     std::shared_ptr<OpenFile> file;

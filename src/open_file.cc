@@ -105,9 +105,17 @@ void DirtyRanges::Overlay(uint64_t offset, std::span<char> out) const {
 
 // ---- OpenFile ----
 
-Result<std::shared_ptr<OpenFile>> OpenFile::Load(DataPath& data_path, uint64_t ino, bool open) {
+Result<std::shared_ptr<OpenFile>> OpenFile::Load(DataPath& data_path, uint64_t ino, bool open,
+                                                 const ShardEntry* guess) {
   std::shared_ptr<OpenFile> file(new OpenFile(data_path, ino));
   std::unique_lock<std::shared_mutex> lock(file->mu_);
+  if (guess != nullptr && guess->length > 0 && data_path.fetches != nullptr &&
+      data_path.read_ahead != nullptr) {
+    std::lock_guard<std::mutex> ra_lock(file->ra_mu_);
+    if (file->StartPrefetchLocked(*guess, /*guessed=*/true) == PrefetchStart::kStarted) {
+      spdlog::debug("fetching {} while the registry confirms it", KeyOf(ino, *guess).ToString());
+    }
+  }
   SHARDFS_RETURN_IF_ERROR(file->LoadLocked(open));
   return file;
 }
@@ -138,9 +146,9 @@ Status OpenFile::LoadLocked(bool open) {
   }
   attrs_ = attrs;
   table_ = std::move(table);
-  // Fetched bytes belong to the old table; the generation check would skip
-  // them, dropping them frees their memory now.
-  DropReadAhead();
+  // Fetched bytes of generations the table no longer names would be
+  // skipped by the generation check; dropping them frees their memory now.
+  DropReadAheadNotIn(table_);
   return Status::Ok();
 }
 
@@ -161,6 +169,17 @@ InodeAttrs OpenFile::attrs() const {
     attrs.stored_bytes = std::max(attrs.stored_bytes, attrs.size);
   }
   return attrs;
+}
+
+std::optional<ShardEntry> OpenFile::SoleShard() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  if (!dirty_.empty() || !stored_.empty() || !storing_.empty() || size_changed_ ||
+      table_.size() != 1) {
+    return std::nullopt;
+  }
+  const ShardEntry& only = table_.begin()->second;
+  if (only.index != 0 || only.length != attrs_.size) return std::nullopt;
+  return only;
 }
 
 bool OpenFile::dirty() const {
@@ -617,22 +636,31 @@ void OpenFile::ReadAheadLocked(uint64_t offset, uint64_t length) {
     if (storing_.contains(index) || dirty_.contains(index)) continue;
     auto it = table_.find(index);
     if (it == table_.end() || it->second.length == 0) continue;
-    const ShardEntry& entry = it->second;
-    auto grant = dp_.read_ahead->TryReserve(entry.length);
-    if (!grant) return;  // the client holds enough read-ahead already
-    auto [ids, endpoints] = Reachable(entry.replicas);
-    if (endpoints.empty()) continue;
-    auto prefetch = std::make_shared<Prefetch>();
-    prefetch->key = KeyOf(ino_, entry);
-    prefetch->checksum = entry.checksum;
-    prefetch->grant = std::move(*grant);
-    ra_[index] = prefetch;
-    spdlog::debug("fetching {} for a sequential reader", prefetch->key.ToString());
-    dp_.fetches->Submit([self = shared_from_this(), prefetch, ids = std::move(ids),
-                         endpoints = std::move(endpoints), length = entry.length]() mutable {
-      self->RunPrefetch(std::move(prefetch), std::move(ids), std::move(endpoints), length);
-    });
+    const PrefetchStart started = StartPrefetchLocked(it->second, /*guessed=*/false);
+    // The client holds enough read-ahead already.
+    if (started == PrefetchStart::kNoBudget) return;
+    if (started == PrefetchStart::kStarted) {
+      spdlog::debug("fetching {} for a sequential reader", KeyOf(ino_, it->second).ToString());
+    }
   }
+}
+
+OpenFile::PrefetchStart OpenFile::StartPrefetchLocked(const ShardEntry& entry, bool guessed) {
+  auto grant = dp_.read_ahead->TryReserve(entry.length);
+  if (!grant) return PrefetchStart::kNoBudget;
+  auto [ids, endpoints] = Reachable(entry.replicas);
+  if (endpoints.empty()) return PrefetchStart::kNoReplica;
+  auto prefetch = std::make_shared<Prefetch>();
+  prefetch->key = KeyOf(ino_, entry);
+  prefetch->checksum = entry.checksum;
+  prefetch->guessed = guessed;
+  prefetch->grant = std::move(*grant);
+  ra_[entry.index] = prefetch;
+  dp_.fetches->Submit([self = shared_from_this(), prefetch, ids = std::move(ids),
+                       endpoints = std::move(endpoints), length = entry.length]() mutable {
+    self->RunPrefetch(std::move(prefetch), std::move(ids), std::move(endpoints), length);
+  });
+  return PrefetchStart::kStarted;
 }
 
 std::chrono::milliseconds OpenFile::PrefetchPatience(uint64_t length) const {
@@ -649,9 +677,11 @@ void OpenFile::RunPrefetch(std::shared_ptr<Prefetch> prefetch, std::vector<std::
   const auto hedge = PrefetchPatience(length);
   std::vector<std::pair<size_t, Status>> failures;
   auto read = dp_.nodes->GetFromAny(endpoints, prefetch->key, 0, length, hedge, &failures);
+  // A guessed generation the file no longer has is normally gone already.
+  const auto level = prefetch->guessed ? spdlog::level::debug : spdlog::level::warn;
   for (const auto& [replica, status] : failures) {
-    spdlog::warn("replica {} of {}: {}", endpoints[replica], prefetch->key.ToString(),
-                 status.ToString());
+    spdlog::log(level, "replica {} of {}: {}", endpoints[replica], prefetch->key.ToString(),
+                status.ToString());
     if (status.code() == ErrorCode::kCorrupt) NoteBadReplica(ids[replica], prefetch->key, status);
   }
   Status st;
@@ -669,7 +699,7 @@ void OpenFile::RunPrefetch(std::shared_ptr<Prefetch> prefetch, std::vector<std::
   }
   // Not reported as a bad replica: the reader that needs these bytes reads
   // them from the nodes, and reports what it finds.
-  if (!st.ok()) spdlog::warn("read-ahead: {}", st.ToString());
+  if (!st.ok()) spdlog::log(level, "read-ahead: {}", st.ToString());
   {
     std::lock_guard<std::mutex> ra_lock(ra_mu_);
     prefetch->done = true;
@@ -705,6 +735,16 @@ bool OpenFile::ReadFromPrefetch(const ShardEntry& entry, uint64_t offset, std::s
   const uint64_t n = std::min<uint64_t>(out.size(), prefetch->bytes.size() - offset);
   std::memcpy(out.data(), prefetch->bytes.data() + offset, n);
   return true;
+}
+
+void OpenFile::DropReadAheadNotIn(const std::map<uint32_t, ShardEntry>& table) {
+  std::lock_guard<std::mutex> ra_lock(ra_mu_);
+  std::erase_if(ra_, [&](const auto& fetched) {
+    auto it = table.find(fetched.first);
+    return it == table.end() || fetched.second->key != KeyOf(ino_, it->second) ||
+           fetched.second->checksum != it->second.checksum;
+  });
+  sequential_streak_ = 0;
 }
 
 void OpenFile::DropReadAhead() {

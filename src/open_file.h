@@ -112,9 +112,13 @@ class DirtyRanges {
 class OpenFile : public std::enable_shared_from_this<OpenFile> {
  public:
   // Fetches attributes and shard table. With `open`, the same round trip
-  // opens the file at the registry (NamespaceClient::Open).
+  // opens the file at the registry (NamespaceClient::Open). With `guess`,
+  // the entry this client last knew for one of its shards
+  // (RecentShardEntries), the shard's bytes are fetched meanwhile, and kept
+  // for reads if the table still names that generation.
   static Result<std::shared_ptr<OpenFile>> Load(DataPath& data_path, uint64_t ino,
-                                                bool open = false);
+                                                bool open = false,
+                                                const ShardEntry* guess = nullptr);
   // A file this client has just created (and opened): empty, nothing to
   // fetch, and perhaps with its first shard placed already.
   static std::shared_ptr<OpenFile> Created(DataPath& data_path, CreateReply created);
@@ -133,6 +137,9 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   uint64_t ino() const { return ino_; }
   InodeAttrs attrs() const;
   bool dirty() const;
+  // The file's only shard as committed, when the file is exactly one shard
+  // and nothing of it is left to store: what RecentShardEntries keeps.
+  std::optional<ShardEntry> SoleShard() const;
 
  private:
   using Lock = std::unique_lock<std::shared_mutex>;
@@ -140,6 +147,9 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   struct Prefetch {
     ShardKey key;
     uint64_t checksum = 0;
+    // Fetched on a guess at open (RecentShardEntries): failing is expected
+    // when the file changed elsewhere, so it is not worth a warning.
+    bool guessed = false;
     bool done = false;
     Status status;  // when done
     PayloadBytes bytes;
@@ -172,9 +182,15 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // Read-ahead. Called with mu_ held (shared is enough).
   void ReadAheadLocked(uint64_t offset, uint64_t length);
   bool ReadFromPrefetch(const ShardEntry& entry, uint64_t offset, std::span<char> out);
+  // Starts fetching `entry`'s whole shard on the fetch pool into ra_.
+  enum class PrefetchStart { kStarted, kNoBudget, kNoReplica };
+  PrefetchStart StartPrefetchLocked(const ShardEntry& entry, bool guessed);  // ra_mu_ held
   void RunPrefetch(std::shared_ptr<Prefetch> prefetch, std::vector<std::string> ids,
                    std::vector<std::string> endpoints, uint64_t length);
   void DropReadAhead();
+  // Drops fetched shards the table no longer names (a shard's bytes never
+  // change within a generation, so the others stay good).
+  void DropReadAheadNotIn(const std::map<uint32_t, ShardEntry>& table);
   // How long a fetch ahead may take before another replica (or the reader
   // itself) is asked.
   std::chrono::milliseconds PrefetchPatience(uint64_t length) const;

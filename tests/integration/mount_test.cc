@@ -765,6 +765,49 @@ TEST_F(MountDebugLogTest, SequentialReadsFetchAheadRandomReadsDoNot) {
   EXPECT_EQ(Count(mount_->Log(), fetched), sequential);
 }
 
+// A small file closed here is fetched from a node while the registry
+// confirms its table at the next open (RecentShardEntries). Those bytes are
+// served only while the table still names the generation they were fetched
+// for: after another mount rewrote the file, the reopen reads the new bytes.
+TEST_F(MountDebugLogTest, ReopenedSmallFilesAreFetchedDuringTheOpenAndNeverStale) {
+  TestMount other(*cluster_, cluster_->dir() + "/mnt2");
+  ASSERT_TRUE(other.Mount().ok());
+  const std::string path = m_ + "/small";
+  const std::string fetched = "while the registry confirms it";
+  auto read_direct = [&] {
+    DirectReader reader(path);  // opens and closes: one open each
+    return reader.ok() ? reader.Read(0, 1 << 20) : std::string("cannot open");
+  };
+  const std::string v1 = RandomBytes(8192, 21);
+  WriteFile(path, v1);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(read_direct() == v1) << i;
+  // Every one of the three opens fetched: the file was closed here after
+  // being written, and after each read.
+  EXPECT_EQ(Count(mount_->Log(), fetched), 3u) << mount_->Log();
+
+  // Rewritten elsewhere (same size, and then a different one): the guessed
+  // generation is fetched, found old, and not used.
+  const std::string v2 = RandomBytes(8192, 22);
+  WriteFile(other.path() + "/small", v2);
+  EXPECT_TRUE(read_direct() == v2);
+  EXPECT_TRUE(read_direct() == v2);
+  const std::string v3 = RandomBytes(5000, 23);
+  WriteFile(other.path() + "/small", v3);
+  EXPECT_TRUE(read_direct() == v3);
+  EXPECT_EQ(Count(mount_->Log(), fetched), 6u);
+
+  // Grown past what is remembered: no more guesses, still right.
+  const std::string big = RandomBytes(300 << 10, 24);
+  WriteFile(other.path() + "/small", big);
+  EXPECT_TRUE(read_direct() == big.substr(0, 1 << 20));
+  EXPECT_TRUE(read_direct() == big.substr(0, 1 << 20));
+  EXPECT_EQ(Count(mount_->Log(), fetched), 7u);
+
+  // Removed elsewhere: the open fails as it should.
+  ASSERT_EQ(unlink((other.path() + "/small").c_str()), 0);
+  EXPECT_TRUE(WaitUntil([&] { return read_direct() == "cannot open"; }, std::chrono::seconds(4)));
+}
+
 // Close-to-open with read-ahead: bytes fetched ahead for one generation of
 // a file are never served after another mount rewrote it and this one
 // opened it again, even while an older handle keeps the file open here.
