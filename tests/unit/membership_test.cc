@@ -321,6 +321,41 @@ TEST(RegistryServerPluginTest, NamespaceServiceAndExtraHandlersArePluggedIn) {
   server.Stop();
 }
 
+// A log sync that takes seconds (a disk busy with the nodes' writes) holds
+// up the namespace worker that waits for it; heartbeats must not queue
+// behind it, or every node is marked down at once (the scaling run's stall
+// at 371k files). Heartbeats are answered on the socket thread.
+TEST(RegistryServerPluginTest, HeartbeatsAreAnsweredWhileEveryWorkerWaits) {
+  class StuckNamespace : public NamespaceService {
+   public:
+    RpcReply Handle(RpcRequest& request) override {
+      std::this_thread::sleep_for(3s);  // a mutation waiting for a slow fdatasync
+      return RpcReply::Ok(request.type(), FieldWriter());
+    }
+  };
+  zmq::context_t ctx;
+  RegistryServer::Options o;
+  o.listen = "tcp://127.0.0.1:0";
+  o.beacon = "off";
+  o.workers = 1;
+  RegistryServer server(ctx, o);
+  StuckNamespace ns;
+  server.SetNamespaceService(&ns);
+  ASSERT_TRUE(server.Start().ok());
+  RpcChannel channel(ctx, server.endpoint());
+  ASSERT_TRUE(
+      channel.Call(MessageType::kRegisterNode, Reg(1, "tcp://127.0.0.1:9").Encode(), 2s).ok());
+  std::thread stuck([&] { (void)channel.Call(MessageType::kMkdir, FieldWriter(), 10s); });
+  std::this_thread::sleep_for(200ms);  // the only worker is in Handle now
+  RpcChannel node(ctx, server.endpoint());
+  // Well inside the stuck request's 3 s: with a worker needed, it would wait.
+  auto hb = node.Call(MessageType::kHeartbeat, Beat(1).Encode(), 1500ms);
+  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  EXPECT_TRUE(HeartbeatReply::Decode(hb->header.fields)->known);
+  stuck.join();
+  server.Stop();
+}
+
 TEST_F(RegistryServerTest, PublishPortIsListenPortPlusOne) {
   server_->Stop();
   uint16_t port = FreeTcpPortPair();
