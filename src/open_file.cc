@@ -154,7 +154,7 @@ Status OpenFile::LoadLocked(bool open) {
 
 Status OpenFile::Refresh(bool open) {
   std::unique_lock<std::shared_mutex> lock(mu_);
-  if (!dirty_.empty() || !stored_.empty() || !storing_.empty() || size_changed_) {
+  if (HasUnsavedLocked()) {
     return open ? dp_.ns->Open(ino_).status() : Status::Ok();
   }
   return LoadLocked(open);
@@ -165,7 +165,7 @@ InodeAttrs OpenFile::attrs() const {
   InodeAttrs attrs = attrs_;
   // What unsaved writes will store is known at their commit; until then
   // count the whole size, as before sparse files were told apart.
-  if (!dirty_.empty() || !stored_.empty() || !storing_.empty() || size_changed_) {
+  if (HasUnsavedLocked()) {
     attrs.stored_bytes = std::max(attrs.stored_bytes, attrs.size);
   }
   return attrs;
@@ -173,10 +173,7 @@ InodeAttrs OpenFile::attrs() const {
 
 std::optional<ShardEntry> OpenFile::SoleShard() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  if (!dirty_.empty() || !stored_.empty() || !storing_.empty() || size_changed_ ||
-      table_.size() != 1) {
-    return std::nullopt;
-  }
+  if (HasUnsavedLocked() || table_.size() != 1) return std::nullopt;
   const ShardEntry& only = table_.begin()->second;
   if (only.index != 0 || only.length != attrs_.size) return std::nullopt;
   return only;
@@ -184,8 +181,11 @@ std::optional<ShardEntry> OpenFile::SoleShard() const {
 
 bool OpenFile::dirty() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  return !dirty_.empty() || !stored_.empty() || !storing_.empty() || !store_error_.ok() ||
-         size_changed_;
+  return HasUnsavedLocked() || !store_error_.ok();
+}
+
+bool OpenFile::HasUnsavedLocked() const {
+  return !dirty_.empty() || !stored_.empty() || !storing_.empty() || size_changed_;
 }
 
 OpenFile::ReachableReplicas OpenFile::Reachable(const std::vector<std::string>& ids) const {

@@ -161,6 +161,9 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
         ino_(ino),
         unsynced_(data_path.unsynced != nullptr ? data_path.unsynced : &own_unsynced_) {}
   Status LoadLocked(bool open);
+  // Writes not yet committed: buffered, stored, being stored, or a size
+  // change (mu_ held, shared is enough).
+  bool HasUnsavedLocked() const;
   // These may wait for stores in flight, releasing `lock` meanwhile.
   Status StoreShardLocked(Lock& lock, uint32_t index, bool sync);
   Status StoreAllLocked(Lock& lock, bool sync);

@@ -242,6 +242,34 @@ TEST_F(ShardStoreTest, EmptyShard) {
   EXPECT_TRUE(store_->Verify(key).ok());
 }
 
+// Every shape of range over a shard of `len` bytes (3 blocks and a short
+// one), for the read paths that must agree on them.
+struct Range {
+  uint64_t offset, length;
+};
+std::vector<Range> RangeShapes(uint64_t len) {
+  return {
+      {0, 0},                    // empty at start
+      {kBlock + 5, 0},           // empty in the middle
+      {0, 1},                    // one byte
+      {kBlock - 1, 1},           // last byte of a block
+      {kBlock, 1},               // first byte of a block
+      {len - 1, 1},              // last byte of the shard
+      {kBlock, kBlock},          // exactly one block
+      {0, kBlock},               // exactly the first block
+      {3 * kBlock, 1000},        // exactly the short last block
+      {kBlock - 10, 20},         // across a block boundary
+      {10, 2 * kBlock + 5},      // across three blocks
+      {0, len},                  // whole shard
+      {0, UINT64_MAX},           // whole shard, open-ended
+      {len - 5, 100},            // past the end: clipped
+      {len, 10},                 // at the end: nothing
+      {len + 4096, 10},          // after the end: nothing
+      {UINT64_MAX, UINT64_MAX},  // no overflow
+      {UINT64_MAX - 1, 2},
+  };
+}
+
 TEST_F(ShardStoreTest, ReadRangeShapes) {
   OpenStore();
   const ShardKey key{5, 0, 1};
@@ -249,29 +277,7 @@ TEST_F(ShardStoreTest, ReadRangeShapes) {
   const uint64_t len = data.size();
   PutOk(key, data);
 
-  struct Range {
-    uint64_t offset, length;
-  };
-  for (Range r : std::vector<Range>{
-           {0, 0},                    // empty at start
-           {kBlock + 5, 0},           // empty in the middle
-           {0, 1},                    // one byte
-           {kBlock - 1, 1},           // last byte of a block
-           {kBlock, 1},               // first byte of a block
-           {len - 1, 1},              // last byte of the shard
-           {kBlock, kBlock},          // exactly one block
-           {0, kBlock},               // exactly the first block
-           {3 * kBlock, 1000},        // exactly the short last block
-           {kBlock - 10, 20},         // across a block boundary
-           {10, 2 * kBlock + 5},      // across three blocks
-           {0, len},                  // whole shard
-           {0, UINT64_MAX},           // whole shard, open-ended
-           {len - 5, 100},            // past the end: clipped
-           {len, 10},                 // at the end: nothing
-           {len + 4096, 10},          // after the end: nothing
-           {UINT64_MAX, UINT64_MAX},  // no overflow
-           {UINT64_MAX - 1, 2},
-       }) {
+  for (Range r : RangeShapes(len)) {
     EXPECT_EQ(ReadOk(key, r.offset, r.length), Slice(data, r.offset, r.length))
         << "range [" << r.offset << ", +" << r.length << ")";
   }
@@ -1008,18 +1014,7 @@ TEST_F(ShardStoreTest, RangeReadsMatchRead) {
   std::vector<uint8_t> data = Pattern(3 * kBlock + 1000, 4);
   const uint64_t len = data.size();
   PutOk(key, data);
-  for (auto [offset, length] :
-       std::vector<std::pair<uint64_t, uint64_t>>{{0, 0},
-                                                  {0, 1},
-                                                  {kBlock - 1, 1},
-                                                  {kBlock, kBlock},
-                                                  {kBlock - 10, 20},
-                                                  {10, 2 * kBlock + 5},
-                                                  {0, len},
-                                                  {0, UINT64_MAX},
-                                                  {len - 5, 100},
-                                                  {len, 10},
-                                                  {UINT64_MAX, UINT64_MAX}}) {
+  for (auto [offset, length] : RangeShapes(len)) {
     const std::string want = Slice(data, offset, length);
     auto range = store_->ReadRange(key, offset, length);
     ASSERT_TRUE(range.ok()) << range.status().ToString();
