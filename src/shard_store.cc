@@ -19,12 +19,15 @@
 #include <filesystem>
 #include <system_error>
 
+#include "src/data_extents.h"
+
 namespace shardfs {
 namespace {
 
 constexpr std::array<uint8_t, 8> kMagic = {'S', 'H', 'F', 'S', 'H', 'A', 'R', 'D'};
 constexpr uint32_t kFormatVersion = 1;
 constexpr uint64_t kDataAlignment = 4096;
+static_assert(kDataAlignment % kHolePageBytes == 0, "shard data must start on a page");
 constexpr uint32_t kMinBlockSize = 4096;
 constexpr uint32_t kMaxBlockSize = 16u << 20;
 // Headers claiming more are corrupt; keeps offset arithmetic far from overflow.
@@ -454,15 +457,25 @@ class TempFile {
     if (!path_.empty()) ::unlink(path_.c_str());
   }
 
-  Status Create(std::string path, uint64_t size, bool preallocate) {
+  // Creates the file with `size` bytes, of which only `data` will be
+  // written: the rest reads as zeros and takes no space. With `preallocate`
+  // the space of `data` is claimed before any byte is written, so a full
+  // disk fails here; file systems without fallocate simply skip that.
+  Status Create(std::string path, uint64_t size, std::span<const Extent> data, bool preallocate) {
     fd_.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (!fd_.valid()) return ErrnoStatus(errno, "create " + path);
     path_ = std::move(path);
-    // Claims the space before any byte is written, so a full disk fails here.
-    // File systems without fallocate simply skip the reservation.
-    if (preallocate && size > 0 && ::fallocate(fd_.get(), 0, 0, static_cast<off_t>(size)) != 0 &&
-        errno != EOPNOTSUPP && errno != ENOSYS) {
-      return ErrnoStatus(errno, "reserve space for " + path_);
+    uint64_t file_size = 0;
+    for (const Extent& extent : preallocate ? data : std::span<const Extent>()) {
+      if (::fallocate(fd_.get(), 0, static_cast<off_t>(extent.offset),
+                      static_cast<off_t>(extent.length)) == 0) {
+        file_size = std::max(file_size, extent.end());
+      } else if (errno != EOPNOTSUPP && errno != ENOSYS) {
+        return ErrnoStatus(errno, "reserve space for " + path_);
+      }
+    }
+    if (file_size < size && ::ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) {
+      return ErrnoStatus(errno, "size " + path_);
     }
     return Status::Ok();
   }
@@ -629,8 +642,12 @@ Status ShardStore::Scan() {
         Quarantine(relative);
         continue;
       }
-      index_[*key] = IndexEntry{header->data_length, header->checksum, header->file_bytes()};
-      used_bytes_ += header->file_bytes();
+      // Holes take no space; allocation past the size (ext4 rounds up to
+      // its blocks) is not the shard's to count.
+      const uint64_t disk_bytes =
+          std::min<uint64_t>(header->file_bytes(), static_cast<uint64_t>(st.st_blocks) * 512);
+      index_[*key] = IndexEntry{header->data_length, header->checksum, disk_bytes};
+      used_bytes_ += disk_bytes;
     }
   }
   return Status::Ok();
@@ -664,21 +681,21 @@ std::string ShardStore::NewTempPath(const ShardKey& key) {
                      temp_counter_.fetch_add(1, std::memory_order_relaxed));
 }
 
-Status ShardStore::Reserve(const ShardKey& key, uint64_t file_bytes, Reservation* reservation) {
+Status ShardStore::Reserve(const ShardKey& key, uint64_t disk_bytes, Reservation* reservation) {
   std::unique_lock lock(index_mu_);
   // The object being replaced goes away when the new one is published, so
   // its bytes count as free (a repair may rewrite a replica on a full node).
   uint64_t replaced_bytes = 0;
-  if (auto it = index_.find(key); it != index_.end()) replaced_bytes = it->second.file_bytes;
-  uint64_t needed = used_bytes_ - replaced_bytes + reserved_bytes_ + file_bytes;
+  if (auto it = index_.find(key); it != index_.end()) replaced_bytes = it->second.disk_bytes;
+  uint64_t needed = used_bytes_ - replaced_bytes + reserved_bytes_ + disk_bytes;
   if (needed > capacity_bytes_) {
     return Status::Error(
         ErrorCode::kNoSpace,
         fmt::format("shard {} needs {} bytes; {} of {} in use or reserved", key.ToString(),
-                    file_bytes, used_bytes_ + reserved_bytes_, capacity_bytes_));
+                    disk_bytes, used_bytes_ + reserved_bytes_, capacity_bytes_));
   }
-  reserved_bytes_ += file_bytes;
-  reservation->bytes_ += file_bytes;
+  reserved_bytes_ += disk_bytes;
+  reservation->bytes_ += disk_bytes;
   return Status::Ok();
 }
 
@@ -704,10 +721,10 @@ Status ShardStore::Publish(const ShardKey& key, const std::string& temp_path,
     std::unique_lock index_lock(index_mu_);
     auto [it, inserted] = index_.try_emplace(key, entry);
     if (!inserted) {
-      used_bytes_ -= it->second.file_bytes;
+      used_bytes_ -= it->second.disk_bytes;
       it->second = entry;
     }
-    used_bytes_ += entry.file_bytes;
+    used_bytes_ += entry.disk_bytes;
     reserved_bytes_ -= reservation->bytes_;
     reservation->bytes_ = 0;
   }
@@ -729,19 +746,32 @@ Status ShardStore::Put(const ShardKey& key, std::span<const uint8_t> data, bool 
                                key.ToString(), checksum, *expected_checksum));
   }
   const ShardHeader header = ShardHeader::For(key, data.size(), options_.block_size, checksum);
+  // The header and checksums, then the data pages that are not all zeros.
+  std::vector<Extent> extents;
+  AppendExtent(&extents, {0, header.data_offset});
+  for (const Extent& extent : NonZeroExtents(data, header.data_offset)) {
+    AppendExtent(&extents, extent);
+  }
+  const uint64_t disk_bytes = TotalLength(extents);
   Reservation reservation(this);
-  SHARDFS_RETURN_IF_ERROR(Reserve(key, header.file_bytes(), &reservation));
+  SHARDFS_RETURN_IF_ERROR(Reserve(key, disk_bytes, &reservation));
 
   TempFile temp;
-  SHARDFS_RETURN_IF_ERROR(temp.Create(NewTempPath(key), header.file_bytes(), options_.preallocate));
+  SHARDFS_RETURN_IF_ERROR(
+      temp.Create(NewTempPath(key), header.file_bytes(), extents, options_.preallocate));
   std::vector<uint8_t> prefix = EncodePrefix(header, BlockChecksums(data, header.block_size));
   SHARDFS_RETURN_IF_ERROR(PwriteFull(temp.fd(), prefix.data(), prefix.size(), 0));
-  SHARDFS_RETURN_IF_ERROR(PwriteFull(temp.fd(), data.data(), data.size(), header.data_offset));
+  for (const Extent& extent : extents) {
+    if (extent.end() <= header.data_offset) continue;
+    const uint64_t from = std::max(extent.offset, header.data_offset);
+    SHARDFS_RETURN_IF_ERROR(PwriteFull(temp.fd(), data.data() + (from - header.data_offset),
+                                       extent.end() - from, from));
+  }
   SHARDFS_RETURN_IF_ERROR(temp.Finish(sync));
 
   bool renamed = false;
-  Status published = Publish(key, temp.path(), {data.size(), checksum, header.file_bytes()}, sync,
-                             &reservation, &renamed);
+  Status published =
+      Publish(key, temp.path(), {data.size(), checksum, disk_bytes}, sync, &reservation, &renamed);
   if (renamed) temp.Disown();
   return published;
 }
@@ -768,10 +798,16 @@ Status ShardStore::PutPatched(const ShardKey& key, const ShardKey& base, uint64_
   const uint32_t block_size = options_.block_size;
   // The checksum is filled in once all the data has been produced.
   ShardHeader header = ShardHeader::For(key, new_length, block_size, 0);
+  // Which pages will be zeros is known only block by block, so the data's
+  // space is not claimed ahead (a full disk fails the write instead), and
+  // the reservation assumes no holes.
   Reservation reservation(this);
   SHARDFS_RETURN_IF_ERROR(Reserve(key, header.file_bytes(), &reservation));
   TempFile temp;
-  SHARDFS_RETURN_IF_ERROR(temp.Create(NewTempPath(key), header.file_bytes(), options_.preallocate));
+  const Extent prefix_extent{0, header.data_offset};
+  SHARDFS_RETURN_IF_ERROR(temp.Create(NewTempPath(key), header.file_bytes(),
+                                      std::span(&prefix_extent, 1), options_.preallocate));
+  uint64_t disk_bytes = header.data_offset;
 
   // Build the new shard one block at a time: base bytes (verified), zeros
   // past the base's end, then the patches.
@@ -803,8 +839,12 @@ Status ShardStore::PutPatched(const ShardKey& key, const ShardKey& base, uint64_
     std::span<const uint8_t> bytes = AsBytes(block);
     sums[i] = BlockChecksum(bytes, i);
     checksum.Update(bytes);
-    SHARDFS_RETURN_IF_ERROR(
-        PwriteFull(temp.fd(), block.data(), block.size(), header.data_offset + start));
+    for (const Extent& extent : NonZeroExtents(bytes, header.data_offset + start)) {
+      SHARDFS_RETURN_IF_ERROR(PwriteFull(temp.fd(),
+                                         &bytes[extent.offset - header.data_offset - start],
+                                         extent.length, extent.offset));
+      disk_bytes += extent.length;
+    }
   }
   header.checksum = checksum.Digest();
   std::vector<uint8_t> prefix = EncodePrefix(header, sums);
@@ -812,8 +852,8 @@ Status ShardStore::PutPatched(const ShardKey& key, const ShardKey& base, uint64_
   SHARDFS_RETURN_IF_ERROR(temp.Finish(sync));
 
   bool renamed = false;
-  Status published = Publish(key, temp.path(), {new_length, header.checksum, header.file_bytes()},
-                             sync, &reservation, &renamed);
+  Status published = Publish(key, temp.path(), {new_length, header.checksum, disk_bytes}, sync,
+                             &reservation, &renamed);
   if (renamed) temp.Disown();
   return published;
 }
@@ -877,7 +917,7 @@ Status ShardStore::Delete(const ShardKey& key) {
   }
   std::unique_lock index_lock(index_mu_);
   auto it = index_.find(key);
-  used_bytes_ -= it->second.file_bytes;
+  used_bytes_ -= it->second.disk_bytes;
   index_.erase(it);
   return Status::Ok();
 }

@@ -37,19 +37,24 @@
 //    ...        zero padding up to D
 //     D     L   the data; block i starts at D + i * B, so reads of whole
 //               blocks are pread()s at 4096-aligned offsets
-//   The file is exactly D + L bytes long; its key is stored inside as well as
-//   in its name, so a file renamed by hand or misplaced is not taken for
-//   another shard. A corrupt block-checksum entry makes its block fail to
-//   verify, which is the safe direction, so the table needs no checksum of its
-//   own; Verify() also checks the whole-shard checksum independently.
+//   The file is exactly D + L bytes long. Whole 4 KiB pages of zeros in the
+//   data are left as holes (never written), so a shard with gaps takes space
+//   only for its bytes; the checksums cover the zeros a hole reads as. The
+//   key is stored inside as well as in its name, so a file renamed by hand
+//   or misplaced is not taken for another shard. A corrupt block-checksum
+//   entry makes its block fail to verify, which is the safe direction, so
+//   the table needs no checksum of its own; Verify() also checks the
+//   whole-shard checksum independently.
 //
 // Writes: the file is built in DIR/tmp/, fsync'd if the request asks, and
 // renamed over DIR/shards/XX/<key> (whose directory is then fsync'd too), so
-// a reader sees the old object or the new one, never a mix. Its size is
-// reserved with fallocate() first, so a full disk usually fails before any
-// data is written; on any failure the temporary file is removed.
+// a reader sees the old object or the new one, never a mix. Put() reserves
+// the space of everything but the holes with fallocate() first, so a full
+// disk usually fails before any data is written (PutPatched() learns which
+// pages are zeros only as it goes, and fails at the write instead); on any
+// failure the temporary file is removed.
 //
-// Open() builds an in-memory index (key -> length, checksum, file size) from
+// Open() builds an in-memory index (key -> length, checksum, disk space) from
 // the headers it finds, so List(), Stat() and Usage() never touch the disk.
 #pragma once
 
@@ -79,7 +84,9 @@ struct ShardInfo {
 
 struct StoreUsage {
   uint64_t capacity_bytes = 0;
-  uint64_t used_bytes = 0;  // sum of shard file sizes, headers included
+  // Space the shard files take, headers included; the pages of zeros the
+  // store leaves as holes are not counted.
+  uint64_t used_bytes = 0;
   uint64_t shard_count = 0;
 };
 
@@ -219,7 +226,7 @@ class ShardStore {
   struct IndexEntry {
     uint64_t length = 0;
     uint64_t checksum = 0;
-    uint64_t file_bytes = 0;
+    uint64_t disk_bytes = 0;  // the space its file takes: holes excluded
   };
   class Reservation;
 
@@ -231,9 +238,9 @@ class ShardStore {
   std::string FanOutDir(const ShardKey& key) const;
   std::string NewTempPath(const ShardKey& key);
 
-  // Reserves room for a file of `file_bytes` that will replace `key`'s
+  // Reserves room for a file taking `disk_bytes` that will replace `key`'s
   // current file, if any: kNoSpace if that would exceed the capacity.
-  Status Reserve(const ShardKey& key, uint64_t file_bytes, Reservation* reservation);
+  Status Reserve(const ShardKey& key, uint64_t disk_bytes, Reservation* reservation);
   // Renames the finished temporary file into place and records it in the
   // index, turning the reservation into used bytes; with `sync`, fsyncs the
   // directory afterwards. *renamed tells whether the temporary file is gone.

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "src/block_checksum.h"
+#include "src/data_extents.h"
 #include "src/shard_key.h"
 
 namespace shardfs {
@@ -181,6 +182,41 @@ TEST(ShardDataOffsetTest, AlignedAfterChecksums) {
   EXPECT_EQ(ShardDataOffset(0, kBlock), 4096u);
   EXPECT_EQ(ShardDataOffset(64ull << 20, kBlock), 12288u);  // 80 + 1024 * 8 rounded up
   EXPECT_EQ(ShardDataOffset(1, 4096) % 4096, 0u);
+}
+
+// The space a file takes on disk (holes excluded).
+uint64_t AllocatedBytes(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path << ": " << std::strerror(errno);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+TEST(NonZeroExtentsTest, WholeZeroPagesAreLeftOut) {
+  constexpr uint64_t kPage = kHolePageBytes;
+  const uint64_t at = 8 * kPage;
+  std::vector<uint8_t> bytes(5 * kPage + 100, 0);
+  EXPECT_TRUE(NonZeroExtents(bytes, at).empty());
+  bytes[kPage + 7] = 1;       // page 1
+  bytes[2 * kPage] = 1;       // page 2 joins it
+  bytes[5 * kPage + 99] = 1;  // the partial last page counts as a page
+  EXPECT_EQ(NonZeroExtents(bytes, at),
+            (std::vector<Extent>{{at + kPage, 2 * kPage}, {at + 5 * kPage, 100}}));
+  bytes[5 * kPage + 99] = 0;
+  EXPECT_EQ(NonZeroExtents(bytes, at), (std::vector<Extent>{{at + kPage, 2 * kPage}}));
+
+  std::vector<uint8_t> data = Pattern(3 * kPage + 1);
+  EXPECT_EQ(NonZeroExtents(data, at), (std::vector<Extent>{{at, data.size()}}));
+  EXPECT_TRUE(NonZeroExtents({}, at).empty());
+}
+
+TEST(NonZeroExtentsTest, AppendJoinsTouchingExtentsAndDropsEmptyOnes) {
+  std::vector<Extent> extents;
+  AppendExtent(&extents, {0, 4096});
+  AppendExtent(&extents, {4096, 100});
+  AppendExtent(&extents, {9000, 0});
+  AppendExtent(&extents, {8192, 10});
+  EXPECT_EQ(extents, (std::vector<Extent>{{0, 4196}, {8192, 10}}));
+  EXPECT_EQ(TotalLength(extents), 4206u);
 }
 
 TEST_F(ShardStoreTest, PutStatReadDelete) {
@@ -617,6 +653,17 @@ TEST_F(PutPatchedTest, GrowZeroFillsAndPatchesTheTail) {
   PatchAndCheck(3 * kBlock + 7, {{2 * kBlock + 3, tail}});
 }
 
+TEST_F(PutPatchedTest, GrowthAndZeroPatchesTakeNoSpace) {
+  std::vector<uint8_t> tail = Pattern(100, 1);
+  std::vector<uint8_t> zeros(3 * kBlock, 0);
+  PatchAndCheck(4 << 20, {{kBlock, zeros}, {(3 << 20) + 1, tail}});
+  // Left: the base's first block and the page with the tail.
+  const uint64_t disk_bytes = ShardDataOffset(4 << 20, kBlock) + kBlock + kHolePageBytes;
+  EXPECT_LE(AllocatedBytes(store_->ShardPath(key_)), disk_bytes);
+  EXPECT_EQ(store_->Usage().used_bytes,
+            disk_bytes + ShardDataOffset(base_data_.size(), kBlock) + base_data_.size());
+}
+
 TEST_F(PutPatchedTest, Shrink) {
   std::vector<uint8_t> head = Pattern(10, 2);
   PatchAndCheck(kBlock / 2, {{5, head}});
@@ -701,6 +748,56 @@ TEST_F(ShardStoreTest, CapacityLimitIsNoSpace) {
   ASSERT_TRUE(store_->Delete({1, 4, 1}).ok());
   PutOk({1, 3, 1}, data);
   EXPECT_EQ(store_->Usage().used_bytes, 3 * file_bytes);
+}
+
+// A 4 MiB shard with bytes at its start and 3 MiB in (a sparse file's shard).
+std::vector<uint8_t> SparseShardData() {
+  std::vector<uint8_t> data(4 << 20, 0);
+  std::vector<uint8_t> head = Pattern(5000, 1);  // pages 0 and 1
+  std::vector<uint8_t> tail = Pattern(3000, 2);  // page 768
+  std::copy(head.begin(), head.end(), data.begin());
+  std::copy(tail.begin(), tail.end(), data.begin() + (3 << 20) + 10);
+  return data;
+}
+
+TEST_F(ShardStoreTest, ZeroPagesOfAShardTakeNoSpace) {
+  OpenStore();
+  const ShardKey key{5, 0, 1};
+  std::vector<uint8_t> data = SparseShardData();
+  PutOk(key, data, /*sync=*/true);
+  const std::string path = store_->ShardPath(key);
+  const uint64_t data_offset = ShardDataOffset(data.size(), kBlock);
+  const uint64_t disk_bytes = data_offset + 3 * kHolePageBytes;
+
+  EXPECT_EQ(fs::file_size(path), data_offset + data.size());
+  EXPECT_LE(AllocatedBytes(path), disk_bytes);
+  EXPECT_EQ(store_->Usage().used_bytes, disk_bytes);
+  EXPECT_EQ(ReadOk(key, 0, UINT64_MAX), AsString(data));
+  EXPECT_EQ(ReadOk(key, 4000, 2 * kBlock), Slice(data, 4000, 2 * kBlock));
+  EXPECT_EQ(ReadOk(key, (3 << 20) - 5, 5000), Slice(data, (3 << 20) - 5, 5000));
+  EXPECT_TRUE(store_->Verify(key).ok());
+
+  // A bad byte in the data is still found; the holes are checked too.
+  FlipByte(path, data_offset + (3 << 20) + 11);
+  EXPECT_EQ(ReadCode(key, 3 << 20, 100), ErrorCode::kCorrupt);
+  EXPECT_EQ(ReadOk(key, 1 << 20, 100), Slice(data, 1 << 20, 100));
+  FlipByte(path, data_offset + (3 << 20) + 11);
+
+  // The index rebuilt at start-up counts the same space.
+  OpenStore();
+  EXPECT_EQ(store_->Usage().used_bytes, disk_bytes);
+  EXPECT_EQ(ReadOk(key, 0, UINT64_MAX), AsString(data));
+}
+
+TEST_F(ShardStoreTest, ASparseShardFitsWhereItsLengthWouldNot) {
+  ShardStore::Options options = DefaultOptions();
+  options.capacity_bytes = 1 << 20;
+  OpenStore(options);
+  PutOk({6, 0, 1}, SparseShardData());
+  PutOk({6, 1, 1}, SparseShardData());
+  EXPECT_EQ(store_->Put({6, 2, 1}, Pattern(1 << 20), false, std::nullopt).code(),
+            ErrorCode::kNoSpace);
+  EXPECT_EQ(store_->Usage().shard_count, 2u);
 }
 
 TEST_F(ShardStoreTest, CapacityDefaultsToFileSystemSize) {
