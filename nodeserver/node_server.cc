@@ -211,7 +211,10 @@ RpcReply NodeServer::Handle(RpcRequest& request) {
       auto data = PayloadSpan(request);
       Status st = store_->Put(req->key, data, req->sync, req->checksum);
       if (!st.ok()) return RpcReply::Error(st);
-      PutShardReply reply{data.size(), req->checksum ? *req->checksum : ShardChecksum(data)};
+      // Gone again already (deleted meanwhile): nothing to say about holes.
+      auto info = store_->Stat(req->key);
+      PutShardReply reply{data.size(), req->checksum ? *req->checksum : ShardChecksum(data),
+                          info.ok() ? info->data_bytes : data.size()};
       return RpcReply::Ok(type, reply.Encode());
     }
 
@@ -237,7 +240,8 @@ RpcReply NodeServer::Handle(RpcRequest& request) {
       if (!st.ok()) return RpcReply::Error(st);
       auto info = store_->Stat(req->key);
       if (!info.ok()) return RpcReply::Error(info.status());
-      return RpcReply::Ok(type, PutShardReply{info->length, info->checksum}.Encode());
+      return RpcReply::Ok(type,
+                          PutShardReply{info->length, info->checksum, info->data_bytes}.Encode());
     }
 
     case MessageType::kGetShard: {

@@ -451,6 +451,7 @@ FieldWriter EncodeShardEntry(const ShardEntry& e) {
       .U64("len", e.length)
       .U64("sum", e.checksum)
       .StrArray("replicas", e.replicas);
+  if (e.data_bytes) w.U64("data", *e.data_bytes);
   return w;
 }
 
@@ -461,6 +462,10 @@ Result<ShardEntry> DecodeShardEntry(const FieldReader& r) {
   SHARDFS_ASSIGN_OR_RETURN(e.length, r.U64("len", kMaxShardSize));
   SHARDFS_ASSIGN_OR_RETURN(e.checksum, r.U64("sum"));
   SHARDFS_ASSIGN_OR_RETURN(e.replicas, r.StrArray("replicas", kMaxReplicas, 64));
+  if (r.Has("data")) {
+    SHARDFS_ASSIGN_OR_RETURN(uint64_t data_bytes, r.U64("data", kMaxShardSize));
+    e.data_bytes = data_bytes;
+  }
   return e;
 }
 

@@ -62,7 +62,7 @@ Result<PutShardRequest> PutShardRequest::Decode(const FieldReader& r) {
 
 FieldWriter PutShardReply::Encode() const {
   FieldWriter w;
-  w.U64("len", length).U64("sum", checksum);
+  w.U64("len", length).U64("sum", checksum).U64("data", data_bytes);
   return w;
 }
 
@@ -70,6 +70,10 @@ Result<PutShardReply> PutShardReply::Decode(const FieldReader& r) {
   PutShardReply m;
   SHARDFS_ASSIGN_OR_RETURN(m.length, r.U64("len", kMaxShardBytes));
   SHARDFS_ASSIGN_OR_RETURN(m.checksum, r.U64("sum"));
+  SHARDFS_ASSIGN_OR_RETURN(m.data_bytes, r.OptU64("data", m.length));
+  if (m.data_bytes > m.length) {
+    return Status::Error(ErrorCode::kBadMessage, "put reply: more data bytes than the length");
+  }
   return m;
 }
 

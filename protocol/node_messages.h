@@ -40,6 +40,9 @@ struct PutShardRequest {
 struct PutShardReply {
   uint64_t length = 0;
   uint64_t checksum = 0;
+  // The part of `length` the node stored: less the pages of zeros it keeps
+  // as holes. A node that does not say stored all of it.
+  uint64_t data_bytes = 0;
   FieldWriter Encode() const;
   static Result<PutShardReply> Decode(const FieldReader& r);
 };

@@ -15,6 +15,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -96,6 +97,14 @@ struct ShardEntry {
   uint64_t length = 0;
   uint64_t checksum = 0;
   std::vector<std::string> replicas;  // node ids, as committed by the writer
+  // How many bytes of the object the nodes store: its length less the
+  // pages of zeros they keep as holes. Unset for entries from writers or
+  // nodes that did not say (all of it, then). What st_blocks counts.
+  std::optional<uint64_t> data_bytes;
+
+  // What the shard takes on each replica's disk, as far as the file's
+  // `length` reaches.
+  uint64_t StoredBytes() const { return std::min(length, data_bytes.value_or(length)); }
 
   bool operator==(const ShardEntry&) const = default;
 };

@@ -90,13 +90,15 @@ void PackStr(Packer& pk, std::string_view s) {
 }
 
 void PackShardEntry(Packer& pk, const ShardEntry& entry) {
-  pk.pack_array(5);
+  // data_bytes came later: records without it keep the old five elements.
+  pk.pack_array(entry.data_bytes ? 6 : 5);
   pk.pack_uint32(entry.index);
   pk.pack_uint64(entry.generation);
   pk.pack_uint64(entry.length);
   pk.pack_uint64(entry.checksum);
   pk.pack_array(static_cast<uint32_t>(entry.replicas.size()));
   for (const std::string& r : entry.replicas) PackStr(pk, r);
+  if (entry.data_bytes) pk.pack_uint64(*entry.data_bytes);
 }
 
 bool UnpackShardEntry(const msgpack::object& obj, ShardEntry* entry) {
@@ -112,7 +114,13 @@ bool UnpackShardEntry(const msgpack::object& obj, ShardEntry* entry) {
   for (std::string& s : entry->replicas) {
     if (rr.Str(&s) && s.size() > kMaxNodeIdLength) rr.Fail();
   }
-  return rr.ok();
+  entry->data_bytes.reset();
+  if (r.remaining() > 0) {
+    uint64_t data_bytes = 0;
+    if (!r.U64(&data_bytes)) return false;
+    entry->data_bytes = data_bytes;
+  }
+  return rr.ok() && r.remaining() == 0;
 }
 
 void PackShardKey(Packer& pk, const ShardKey& key) {

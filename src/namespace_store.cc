@@ -39,7 +39,7 @@ Status ValidateShardSize(uint32_t shard_size) {
 
 uint64_t ShardTableBytes(const Inode& inode) {
   uint64_t bytes = 0;
-  for (const auto& [index, entry] : inode.shards) bytes += entry.length;
+  for (const auto& [index, entry] : inode.shards) bytes += entry.StoredBytes();
   return bytes;
 }
 
@@ -1101,8 +1101,9 @@ std::string NamespaceStore::DumpCanonical() const {
       out += fmt::format("  entry {} {}\n", quote(name), child);
     }
     for (const auto& [index, e] : inode.shards) {
-      out += fmt::format("  shard {} gen {} len {} sum {:x} on {}\n", index, e.generation, e.length,
-                         e.checksum, fmt::join(e.replicas, ","));
+      out += fmt::format("  shard {} gen {} len {} sum {:x} on {}{}\n", index, e.generation,
+                         e.length, e.checksum, fmt::join(e.replicas, ","),
+                         e.data_bytes ? fmt::format(" data {}", *e.data_bytes) : "");
     }
   }
   for (uint64_t ino : orphans_) out += fmt::format("orphan {}\n", ino);
@@ -1217,6 +1218,11 @@ bool UnpackInode(const msgpack::object& obj, const std::vector<std::string>& tab
     er.U64(&e.length);
     er.U64(&e.checksum);
     if (!UnpackNodeRefs(er.Next(), table, &e.replicas) || !er.ok()) return false;
+    if (er.remaining() > 0) {  // written since shards record their holes
+      uint64_t data_bytes = 0;
+      if (!er.U64(&data_bytes) || er.remaining() != 0) return false;
+      e.data_bytes = data_bytes;
+    }
     inode->shards.emplace_hint(inode->shards.end(), e.index, std::move(e));
   }
   CountStoredBytes(*inode);
@@ -1268,12 +1274,13 @@ std::string NamespaceStore::EncodeSnapshot() const {
     }
     pk.pack_array(static_cast<uint32_t>(inode.shards.size()));
     for (const auto& [index, e] : inode.shards) {
-      pk.pack_array(5);
+      pk.pack_array(e.data_bytes ? 6 : 5);
       pk.pack_uint32(e.index);
       pk.pack_uint64(e.generation);
       pk.pack_uint64(e.length);
       pk.pack_uint64(e.checksum);
       PackNodeRefs(pk, e.replicas, table);
+      if (e.data_bytes) pk.pack_uint64(*e.data_bytes);
     }
   }
   for (const auto& [key, g] : garbage_) {

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "src/block_checksum.h"
+#include "src/data_extents.h"
 
 namespace shardfs {
 namespace {
@@ -433,9 +434,12 @@ Result<ShardEntry> OpenFile::PutPlaced(uint32_t index, std::string_view data, bo
                          "only " + std::to_string(ids.size()) + " nodes to write to, " +
                              std::to_string(alloc.min_replicas) + " needed");
   }
-  const uint64_t checksum = ShardChecksum(
-      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
-  ShardEntry entry{index, placement.generation, data.size(), checksum, {}};
+  const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  const uint64_t checksum = ShardChecksum(bytes);
+  // The nodes leave the same pages out (ShardStore), so the count is theirs.
+  ShardEntry entry{index,       placement.generation,
+                   data.size(), checksum,
+                   {},          TotalLength(NonZeroExtents(bytes, 0))};
   auto results = dp_.nodes->PutToAll(endpoints, KeyOf(ino_, entry), data, sync, checksum);
   Status last;
   for (size_t i = 0; i < results.size(); ++i) {
@@ -537,13 +541,16 @@ Status OpenFile::StoreShardLocked(Lock& lock, uint32_t index, bool sync) {
   req.patches = patches;
   auto [ids, endpoints] = Reachable(old.replicas);
   auto results = dp_.nodes->PutPatchedToAll(endpoints, req, payload);
-  ShardEntry entry{index, req.key.generation, new_length, 0, {}};
+  ShardEntry entry{index, req.key.generation, new_length, 0, {}, std::nullopt};
   for (size_t i = 0; i < results.size(); ++i) {
     if (!results[i].ok()) continue;
     if (!entry.replicas.empty() && results[i]->checksum != entry.checksum) {
       return Status::Error(ErrorCode::kCorrupt, "replicas of " + req.base.ToString() + " differ");
     }
     entry.checksum = results[i]->checksum;
+    // The replicas built it from their own copies of the base, which may
+    // differ in holes (one written before nodes kept them): the most.
+    entry.data_bytes = std::max(entry.data_bytes.value_or(0), results[i]->data_bytes);
     entry.replicas.push_back(ids[i]);
   }
   if (entry.replicas.size() >= alloc.min_replicas) {

@@ -646,7 +646,9 @@ Status ShardStore::Scan() {
       // its blocks) is not the shard's to count.
       const uint64_t disk_bytes =
           std::min<uint64_t>(header->file_bytes(), static_cast<uint64_t>(st.st_blocks) * 512);
-      index_[*key] = IndexEntry{header->data_length, header->checksum, disk_bytes};
+      const uint64_t data_bytes =
+          std::min(header->data_length, disk_bytes - std::min(disk_bytes, header->data_offset));
+      index_[*key] = IndexEntry{header->data_length, header->checksum, disk_bytes, data_bytes};
       used_bytes_ += disk_bytes;
     }
   }
@@ -770,8 +772,9 @@ Status ShardStore::Put(const ShardKey& key, std::span<const uint8_t> data, bool 
   SHARDFS_RETURN_IF_ERROR(temp.Finish(sync));
 
   bool renamed = false;
-  Status published =
-      Publish(key, temp.path(), {data.size(), checksum, disk_bytes}, sync, &reservation, &renamed);
+  Status published = Publish(key, temp.path(),
+                             {data.size(), checksum, disk_bytes, disk_bytes - header.data_offset},
+                             sync, &reservation, &renamed);
   if (renamed) temp.Disown();
   return published;
 }
@@ -852,8 +855,9 @@ Status ShardStore::PutPatched(const ShardKey& key, const ShardKey& base, uint64_
   SHARDFS_RETURN_IF_ERROR(temp.Finish(sync));
 
   bool renamed = false;
-  Status published = Publish(key, temp.path(), {new_length, header.checksum, disk_bytes}, sync,
-                             &reservation, &renamed);
+  Status published = Publish(
+      key, temp.path(), {new_length, header.checksum, disk_bytes, disk_bytes - header.data_offset},
+      sync, &reservation, &renamed);
   if (renamed) temp.Disown();
   return published;
 }
@@ -899,7 +903,7 @@ Result<ShardInfo> ShardStore::Stat(const ShardKey& key) {
   std::shared_lock lock(index_mu_);
   auto it = index_.find(key);
   if (it == index_.end()) return Status::Error(ErrorCode::kNotFound, "no shard " + key.ToString());
-  return ShardInfo{key, it->second.length, it->second.checksum};
+  return ShardInfo{key, it->second.length, it->second.checksum, it->second.data_bytes};
 }
 
 Status ShardStore::Delete(const ShardKey& key) {
@@ -946,7 +950,8 @@ Result<std::vector<ShardInfo>> ShardStore::List(std::optional<ShardKey> after, s
   std::shared_lock lock(index_mu_);
   auto it = after ? index_.upper_bound(*after) : index_.begin();
   for (; it != index_.end() && page.size() < max; ++it) {
-    page.push_back(ShardInfo{it->first, it->second.length, it->second.checksum});
+    page.push_back(
+        ShardInfo{it->first, it->second.length, it->second.checksum, it->second.data_bytes});
   }
   return page;
 }

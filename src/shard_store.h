@@ -80,6 +80,9 @@ struct ShardInfo {
   ShardKey key;
   uint64_t length = 0;    // data bytes
   uint64_t checksum = 0;  // ShardChecksum() of the data
+  // The part of `length` stored on disk: the length less the pages of zeros
+  // left as holes.
+  uint64_t data_bytes = 0;
 };
 
 struct StoreUsage {
@@ -227,6 +230,7 @@ class ShardStore {
     uint64_t length = 0;
     uint64_t checksum = 0;
     uint64_t disk_bytes = 0;  // the space its file takes: holes excluded
+    uint64_t data_bytes = 0;  // of which shard data (ShardInfo::data_bytes)
   };
   class Reservation;
 

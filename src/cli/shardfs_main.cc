@@ -477,6 +477,7 @@ int Info(ClusterClient& c, const std::string& path, bool as_json) {
         shards.push_back({{"index", e.index},
                           {"generation", e.generation},
                           {"length", e.length},
+                          {"stored", e.StoredBytes()},
                           {"checksum", e.checksum},
                           {"replicas", replicas}});
       }
@@ -494,10 +495,11 @@ int Info(ClusterClient& c, const std::string& path, bool as_json) {
               static_cast<unsigned long long>(attrs->size),
               FormatByteSize(attrs->shard_size).c_str(), attrs->replication_goal);
   for (const auto& s : shards) {
-    std::printf("  shard %-6llu gen %-10llu %10llu bytes  ",
+    std::printf("  shard %-6llu gen %-10llu %10llu bytes (%llu stored)  ",
                 static_cast<unsigned long long>(s["index"].get<uint64_t>()),
                 static_cast<unsigned long long>(s["generation"].get<uint64_t>()),
-                static_cast<unsigned long long>(s["length"].get<uint64_t>()));
+                static_cast<unsigned long long>(s["length"].get<uint64_t>()),
+                static_cast<unsigned long long>(s["stored"].get<uint64_t>()));
     for (const auto& r : s["replicas"]) {
       std::printf("%s(%s) ", r["node"].get<std::string>().substr(0, 8).c_str(),
                   r["state"].get<std::string>().c_str());

@@ -351,7 +351,7 @@ MadeLog MakeLog(const std::string& meta, uint64_t inodes) {
     CommitShardsOp commit;
     commit.ino = ino;
     commit.size = 4096;
-    commit.shards = {ShardEntry{0, ino, 4096, ino * 2654435761u, replicas}};
+    commit.shards = {ShardEntry{0, ino, 4096, ino * 2654435761u, replicas, std::nullopt}};
     append(commit);
     // Flushes now and then keep the pending buffer small.
     if (f % 65536 == 0) Check(log->Sync(), "sync");

@@ -63,13 +63,13 @@ void Build(World& w) {
   Apply(w, SymlinkOp{kRootIno, "s", 0, "d/f", 0, 0, 0});
   Apply(w, MknodOp{kRootIno, "fifo", 0, FileType::kFifo, 0644, 0, 0, 0, 0, 0, 0});
   Apply(w, MknodOp{kRootIno, "open", 0, FileType::kRegular, 0644, 0, 0, 0, 0, 0, 0});
-  Apply(w, CommitShardsOp{
-               3,
-               {ShardEntry{0, 10, 4096, 1, {"n1", "n2"}}, ShardEntry{1, 11, 1000, 2, {"n2", "n3"}}},
-               5096,
-               0});
+  Apply(w, CommitShardsOp{3,
+                          {ShardEntry{0, 10, 4096, 1, {"n1", "n2"}, std::nullopt},
+                           ShardEntry{1, 11, 1000, 2, {"n2", "n3"}, std::nullopt}},
+                          5096,
+                          0});
   // An overwrite, so the garbage list is not empty.
-  Apply(w, CommitShardsOp{3, {ShardEntry{0, 12, 4096, 3, {"n1", "n3"}}}, 5096, 0});
+  Apply(w, CommitShardsOp{3, {ShardEntry{0, 12, 4096, 3, {"n1", "n3"}, std::nullopt}}, 5096, 0});
   Apply(w, SetxattrOp{3, "user.a", "value", 0, 0});
   FUZZ_CHECK(w.live.OpenRef(3).ok());
   FUZZ_CHECK(w.live.OpenRef(8).ok());

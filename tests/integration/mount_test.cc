@@ -226,14 +226,16 @@ TEST_F(MountTest, SparseFileBeyond4GiBStoresOnlyWhatWasWritten) {
   size_t shards = 0;
   for (size_t p = 0; (p = out.find("\"generation\"", p)) != std::string::npos; ++p) ++shards;
   EXPECT_EQ(shards, 2u) << out;
-  // And says so: st_blocks counts what the two shards hold, not 5 GiB, so
-  // du, cp --sparse and tar --sparse see the holes. Shard 0 was written
-  // when the file already reached past it, so it holds all 4 MiB (zeros
-  // after "start"); the last one holds its 3 bytes (one 4 KiB block).
+  EXPECT_NE(out.find("\"stored\": 4096"), std::string::npos) << out;  // shard 0: "start"
+  // And says so: st_blocks counts what the nodes store of the two shards,
+  // not 5 GiB, so du, cp --sparse and tar --sparse see the holes. Shard 0
+  // was written when the file already reached past it, so it is 4 MiB long,
+  // but all of it after "start" is zeros, which the nodes keep as holes:
+  // one 4 KiB page; the last shard holds its 3 bytes (one page as well).
   ASSERT_EQ(stat(path.c_str(), &st), 0);
-  EXPECT_EQ(st.st_blocks, ((4 << 20) + 4096) / 512);
+  EXPECT_EQ(st.st_blocks, 2 * 4096 / 512);
   ASSERT_EQ(Sh("du -B1 " + path, &out), 0) << out;
-  EXPECT_EQ(out.substr(0, out.find_first_of(" \t")), std::to_string((4 << 20) + 4096)) << out;
+  EXPECT_EQ(out.substr(0, out.find_first_of(" \t")), std::to_string(2 * 4096)) << out;
   // The nodes keep the zeros after "start" as holes: the replicas of both
   // shards take a few pages each, not 4 MiB.
   uint64_t node_bytes = 0;

@@ -797,7 +797,7 @@ TEST_F(RegistryNamespaceTest, AllocateAndCommitShards) {
   commit.size = 2 * 4096 + 100;
   for (const auto& p : alloc->placements) {
     commit.shards.push_back(ShardEntry{p.index, p.generation, p.index == 2 ? 100u : 4096u,
-                                       0xabc0 + p.index, p.replicas});
+                                       0xabc0 + p.index, p.replicas, std::nullopt});
   }
   auto committed = client_->CommitShards(commit);
   ASSERT_TRUE(committed.ok()) << committed.status().ToString();
@@ -818,7 +818,8 @@ TEST_F(RegistryNamespaceTest, AllocateAndCommitShards) {
   ASSERT_TRUE(again.ok());
   EXPECT_GT(again->placements[0].generation, *generations.rbegin());
   CommitShardsRequest newer = commit;
-  newer.shards = {ShardEntry{0, again->placements[0].generation, 4096, 1, {kFakeNodeIds[0]}}};
+  newer.shards = {
+      ShardEntry{0, again->placements[0].generation, 4096, 1, {kFakeNodeIds[0]}, std::nullopt}};
   ASSERT_TRUE(client_->CommitShards(newer).ok());
   EXPECT_CODE(client_->CommitShards(commit), ErrorCode::kStale);
   table = client_->GetShardTable(f.ino, 0, 1);
@@ -852,7 +853,8 @@ TEST_F(RegistryNamespaceTest, AllocateAndCommitShards) {
   CommitShardsRequest far;
   far.ino = f.ino;
   far.size = uint64_t{UINT32_MAX} * 4096 + 10;
-  far.shards = {ShardEntry{UINT32_MAX, last->placements[0].generation, 10, 7, kFakeNodeIds}};
+  far.shards = {
+      ShardEntry{UINT32_MAX, last->placements[0].generation, 10, 7, kFakeNodeIds, std::nullopt}};
   ASSERT_TRUE(client_->CommitShards(far).ok());
   auto far_table = client_->GetShardTable(f.ino, UINT32_MAX, kMaxShardsPerMessage);
   ASSERT_TRUE(far_table.ok());
@@ -882,8 +884,8 @@ TEST_F(RegistryNamespaceTest, GrowingAFileToTheLargestSizeKeepsItsShards) {
   CommitShardsRequest commit;
   commit.ino = f.ino;
   commit.size = 8192;
-  commit.shards = {ShardEntry{0, 1, 4096, 1, {kFakeNodeIds[0]}},
-                   ShardEntry{1, 2, 4096, 2, {kFakeNodeIds[1]}}};
+  commit.shards = {ShardEntry{0, 1, 4096, 1, {kFakeNodeIds[0]}, std::nullopt},
+                   ShardEntry{1, 2, 4096, 2, {kFakeNodeIds[1]}, std::nullopt}};
   ASSERT_TRUE(client_->CommitShards(commit).ok());
   // 0xff80000000000001 ends in shard 2^52 - 2^41, whose low 32 bits are 0.
   for (uint64_t size : {uint64_t{1} << 62, uint64_t{0xff80000000000001}, UINT64_MAX - 4096,
@@ -901,7 +903,7 @@ TEST_F(RegistryNamespaceTest, GrowingAFileToTheLargestSizeKeepsItsShards) {
   }
   // The same through a commit that sets the size.
   CommitShardsRequest huge = commit;
-  huge.shards = {ShardEntry{2, 3, 4096, 3, {kFakeNodeIds[0]}}};
+  huge.shards = {ShardEntry{2, 3, 4096, 3, {kFakeNodeIds[0]}, std::nullopt}};
   huge.size = UINT64_MAX;
   ASSERT_TRUE(client_->CommitShards(huge).ok());
   auto table = client_->GetShardTable(f.ino, 0, 100);
@@ -914,7 +916,7 @@ TEST_F(RegistryNamespaceTest, OpenUnlinkedFileKeepsItsShardTableUntilRelease) {
   CommitShardsRequest commit;
   commit.ino = f.ino;
   commit.size = 1000;
-  commit.shards = {ShardEntry{0, 1, 1000, 42, {kFakeNodeIds[0], kFakeNodeIds[1]}}};
+  commit.shards = {ShardEntry{0, 1, 1000, 42, {kFakeNodeIds[0], kFakeNodeIds[1]}, std::nullopt}};
   ASSERT_TRUE(client_->CommitShards(commit).ok());
 
   auto opened = client_->Open(f.ino);
@@ -969,7 +971,7 @@ TEST_F(RegistryNamespaceTest, CreateAndOpenAndOpenWithTableKeepUnlinkedFiles) {
   CommitShardsRequest commit;
   commit.ino = f.ino;
   commit.size = 1000;
-  commit.shards = {ShardEntry{0, 1, 1000, 42, {kFakeNodeIds[0], kFakeNodeIds[1]}}};
+  commit.shards = {ShardEntry{0, 1, 1000, 42, {kFakeNodeIds[0], kFakeNodeIds[1]}, std::nullopt}};
   ASSERT_TRUE(client_->CommitShards(commit).ok());
   auto table = client_->OpenWithTable(f.ino, 16);
   ASSERT_TRUE(table.ok()) << table.status().ToString();
@@ -1118,8 +1120,8 @@ TEST_F(RegistryNamespaceTest, SigtermRestartKeepsEverything) {
     ASSERT_TRUE(alloc.ok()) << alloc.status().ToString();
     CommitShardsRequest c{f.ino, {}, 4096 + static_cast<uint64_t>(i), true};
     for (const auto& p : alloc->placements) {
-      c.shards.push_back(
-          ShardEntry{p.index, p.generation, p.index == 0 ? 4096u : i + 0u, 1000u + i, p.replicas});
+      c.shards.push_back(ShardEntry{p.index, p.generation, p.index == 0 ? 4096u : i + 0u, 1000u + i,
+                                    p.replicas, std::nullopt});
     }
     if (i == 0) c.shards.pop_back();  // size 4096: only shard 0
     ASSERT_TRUE(client_->CommitShards(c).ok());
@@ -1514,7 +1516,8 @@ TEST_F(RegistryNamespaceTest, RandomBytesAndMutatedRequestsOverZeroMq) {
   seeds.emplace_back(MessageType::kAllocateShards, AllocateShardsRequest{f.ino, {0, 1}}.Encode());
   seeds.emplace_back(
       MessageType::kCommitShards,
-      CommitShardsRequest{f.ino, {ShardEntry{0, 1, 10, 2, {"n1"}}}, 10, true}.Encode());
+      CommitShardsRequest{f.ino, {ShardEntry{0, 1, 10, 2, {"n1"}, std::nullopt}}, 10, true}
+          .Encode());
   seeds.emplace_back(MessageType::kGetShardTable, GetShardTableRequest{f.ino, 0, 10}.Encode());
   SetAttrRequest sa;
   sa.ino = f.ino;

@@ -66,8 +66,12 @@ std::unique_ptr<NamespaceDb> OpenOrDie(const std::string& dir, NamespaceDbOption
 }
 
 ShardEntry Shard(uint32_t index, uint64_t gen, uint64_t length) {
-  return ShardEntry{
-      .index = index, .generation = gen, .length = length, .checksum = gen, .replicas = {"a", "b"}};
+  return ShardEntry{.index = index,
+                    .generation = gen,
+                    .length = length,
+                    .checksum = gen,
+                    .replicas = {"a", "b"},
+                    .data_bytes = std::nullopt};
 }
 
 // Random namespace traffic through a db; returns how many ops succeeded.
@@ -426,7 +430,8 @@ TEST(NamespaceDbTest, RestartWithManyInodesIsFast) {
                    .generation = 1,
                    .length = 4096,
                    .checksum = uint64_t(i) * 2654435761u,
-                   .replicas = {nodes[i % 3], nodes[(i + 1) % 3]}};
+                   .replicas = {nodes[i % 3], nodes[(i + 1) % 3]},
+                   .data_bytes = std::nullopt};
       ASSERT_TRUE(
           store.Apply(CommitShardsOp{.ino = r->ino, .shards = {e}, .size = 4096, .time_ns = 2})
               .ok());

@@ -27,6 +27,12 @@ ShardEntry Shard(uint32_t index, uint64_t generation, uint64_t length,
   return e;
 }
 
+// A shard whose nodes keep `data_bytes` of it (the rest are holes).
+ShardEntry WithData(ShardEntry e, uint64_t data_bytes) {
+  e.data_bytes = data_bytes;
+  return e;
+}
+
 class StoreTest : public ::testing::Test {
  protected:
   void TearDown() override {
@@ -548,6 +554,27 @@ TEST_F(StoreTest, StoredBytesFollowTheShardTable) {
   // Growing adds only a hole.
   r = Do(SetattrOp{.ino = f, .mask = kSetAttrSize, .size = 10ull * kShard});
   EXPECT_EQ(r->attrs->stored_bytes, 100u);
+  // Holes inside a shard, as its nodes reported them, are not counted
+  // either; a shard whose nodes said nothing counts whole.
+  ASSERT_EQ(Code(CommitShardsOp{.ino = f,
+                                .shards = {WithData(Shard(4, 3, kShard), 8192),
+                                           WithData(Shard(5, 3, kShard), 0), Shard(6, 3, 10)},
+                                .size = 10ull * kShard}),
+            ErrorCode::kOk);
+  EXPECT_EQ(Attr(f).stored_bytes, 100u + 8192u + 10u);
+  // Truncated below what the nodes hold: the length bounds it.
+  r = Do(SetattrOp{.ino = f, .mask = kSetAttrSize, .size = 4ull * kShard + 1000});
+  EXPECT_EQ(r->attrs->stored_bytes, 100u + 1000u);
+  ASSERT_TRUE(Do(SetattrOp{.ino = f, .mask = kSetAttrSize, .size = 100}).ok());
+  ASSERT_TRUE(Do(SetattrOp{.ino = f, .mask = kSetAttrSize, .size = 10ull * kShard}).ok());
+
+  // What the nodes hold of each shard crosses the wire with the commit; an
+  // entry without it stays without.
+  const CommitShardsRequest commit{f, {WithData(Shard(0, 9, kShard), 4096), Shard(1, 9, 5)}, 7};
+  auto commit_back = CommitShardsRequest::Decode(
+      DecodeHeader(EncodeHeader(MessageType::kCommitShards, 1, commit.Encode()))->fields);
+  ASSERT_TRUE(commit_back.ok()) << commit_back.status().ToString();
+  EXPECT_EQ(commit_back->shards, commit.shards);
 
   // The field crosses the wire; a registry that does not send it reads as
   // a file without holes.
@@ -1023,7 +1050,7 @@ std::vector<NamespaceOp> OneOfEach() {
           .ino = 2, .name = "user.x", .value = std::string("\0v", 2), .flags = 1, .time_ns = 15},
       RemovexattrOp{.ino = 2, .name = "user.x", .time_ns = 16},
       CommitShardsOp{.ino = 2,
-                     .shards = {Shard(0, 7, 100), Shard(5, UINT64_MAX, 1, {"z"})},
+                     .shards = {Shard(0, 7, 100), WithData(Shard(5, UINT64_MAX, 1, {"z"}), 0)},
                      .size = 1 << 30,
                      .time_ns = 17},
       SetReplicationGoalOp{.ino = 2, .goal = 3, .time_ns = 18},
@@ -1235,11 +1262,12 @@ TEST(NamespaceStoreRandomTest, InvariantsHoldAndReplayMatches) {
 TEST_F(StoreTest, SnapshotRoundTrip) {
   uint64_t d = Mkdir(kRootIno, "d");
   uint64_t f = Create(d, "f");
-  ASSERT_EQ(Code(CommitShardsOp{.ino = f,
-                                .shards = {Shard(0, 1, kShard, {"node-a", "node-b"}),
-                                           Shard(2, 1, 7, {"node-c", "node-a"})},
-                                .size = 2ull * kShard + 7}),
-            ErrorCode::kOk);
+  ASSERT_EQ(
+      Code(CommitShardsOp{.ino = f,
+                          .shards = {WithData(Shard(0, 1, kShard, {"node-a", "node-b"}), 8192),
+                                     Shard(2, 1, 7, {"node-c", "node-a"})},
+                          .size = 2ull * kShard + 7}),
+      ErrorCode::kOk);
   ASSERT_EQ(Code(CommitShardsOp{
                 .ino = f, .shards = {Shard(2, 2, 7, {"node-c"})}, .size = 2ull * kShard + 7}),
             ErrorCode::kOk);
@@ -1260,7 +1288,9 @@ TEST_F(StoreTest, SnapshotRoundTrip) {
   EXPECT_EQ(loaded.Orphans(), std::vector<uint64_t>{o});
   EXPECT_EQ(loaded.OpenCount(o), 0u);  // opens are not part of a snapshot
   // Not stored in the snapshot: counted again from the shard table.
-  EXPECT_EQ(loaded.GetAttr(f)->stored_bytes, kShard + 7u);
+  EXPECT_EQ(loaded.GetAttr(f)->stored_bytes, 8192u + 7u);
+  EXPECT_EQ(loaded.GetShard(f, 0)->data_bytes, std::optional<uint64_t>(8192));
+  EXPECT_EQ(loaded.GetShard(f, 2)->data_bytes, std::nullopt);
 
   // A damaged snapshot is refused and leaves the store as it was.
   const std::string before = loaded.DumpCanonical();

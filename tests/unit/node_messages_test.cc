@@ -175,5 +175,28 @@ TEST(SyncShardsRequestTest, RoundTripsAndRefusesTooManyKeys) {
             ErrorCode::kBadMessage);
 }
 
+// The node says how much of a put it stored (holes left out); a node that
+// does not say stored all of it, and one that claims more than it was sent
+// is not believed.
+TEST(PutShardReplyTest, DataBytesRoundTripAndDefaultToTheLength) {
+  const PutShardReply m{4 << 20, 0xabcdef, 8192};
+  auto back = PutShardReply::Decode(OverTheWire(m.Encode()).fields);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->length, m.length);
+  EXPECT_EQ(back->checksum, m.checksum);
+  EXPECT_EQ(back->data_bytes, 8192u);
+
+  FieldWriter older;
+  older.U64("len", 1000).U64("sum", 5);
+  back = PutShardReply::Decode(OverTheWire(older).fields);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->data_bytes, 1000u);
+
+  FieldWriter lying;
+  lying.U64("len", 1000).U64("sum", 5).U64("data", 1001);
+  EXPECT_EQ(PutShardReply::Decode(OverTheWire(lying).fields).status().code(),
+            ErrorCode::kBadMessage);
+}
+
 }  // namespace
 }  // namespace shardfs

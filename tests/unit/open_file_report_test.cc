@@ -110,7 +110,8 @@ TEST(OpenFileReportTest, ACorruptReplicaIsReportedOncePerFile) {
   table.attrs.nlink = 1;
   table.attrs.size = data.size();
   table.attrs.shard_size = 4 << 20;
-  table.shards = {ShardEntry{0, 5, data.size(), Hash(data), {a->node_id(), b->node_id()}}};
+  table.shards = {
+      ShardEntry{0, 5, data.size(), Hash(data), {a->node_id(), b->node_id()}, std::nullopt}};
   table.nodes = {{a->node_id(), a->endpoint()}, {b->node_id(), b->endpoint()}};
   FakeRegistry registry(context, table);
   ASSERT_TRUE(registry.Start().ok());

@@ -6,7 +6,7 @@ namespace shardfs {
 namespace {
 
 ShardEntry Entry(uint64_t generation, uint64_t length) {
-  return ShardEntry{0, generation, length, 0x1234 + generation, {"node-a", "node-b"}};
+  return ShardEntry{0, generation, length, 0x1234 + generation, {"node-a", "node-b"}, std::nullopt};
 }
 
 TEST(RecentShardEntries, RemembersTheLatestEntryPerFile) {

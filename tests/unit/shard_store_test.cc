@@ -660,6 +660,8 @@ TEST_F(PutPatchedTest, GrowthAndZeroPatchesTakeNoSpace) {
   // Left: the base's first block and the page with the tail.
   const uint64_t disk_bytes = ShardDataOffset(4 << 20, kBlock) + kBlock + kHolePageBytes;
   EXPECT_LE(AllocatedBytes(store_->ShardPath(key_)), disk_bytes);
+  EXPECT_EQ(store_->Stat(key_)->data_bytes, kBlock + kHolePageBytes);
+  EXPECT_EQ(store_->Stat(base_)->data_bytes, base_data_.size());
   EXPECT_EQ(store_->Usage().used_bytes,
             disk_bytes + ShardDataOffset(base_data_.size(), kBlock) + base_data_.size());
 }
@@ -772,6 +774,7 @@ TEST_F(ShardStoreTest, ZeroPagesOfAShardTakeNoSpace) {
   EXPECT_EQ(fs::file_size(path), data_offset + data.size());
   EXPECT_LE(AllocatedBytes(path), disk_bytes);
   EXPECT_EQ(store_->Usage().used_bytes, disk_bytes);
+  EXPECT_EQ(store_->Stat(key)->data_bytes, 3 * kHolePageBytes);
   EXPECT_EQ(ReadOk(key, 0, UINT64_MAX), AsString(data));
   EXPECT_EQ(ReadOk(key, 4000, 2 * kBlock), Slice(data, 4000, 2 * kBlock));
   EXPECT_EQ(ReadOk(key, (3 << 20) - 5, 5000), Slice(data, (3 << 20) - 5, 5000));
@@ -786,6 +789,7 @@ TEST_F(ShardStoreTest, ZeroPagesOfAShardTakeNoSpace) {
   // The index rebuilt at start-up counts the same space.
   OpenStore();
   EXPECT_EQ(store_->Usage().used_bytes, disk_bytes);
+  EXPECT_EQ(store_->Stat(key)->data_bytes, 3 * kHolePageBytes);
   EXPECT_EQ(ReadOk(key, 0, UINT64_MAX), AsString(data));
 }
 
