@@ -541,6 +541,21 @@ void ShardFs::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size
   fuse_reply_write(req, size);
 }
 
+// Only SEEK_DATA and SEEK_HOLE reach here; the kernel does the others. cp,
+// tar and rsync use them to skip a sparse file's holes instead of reading
+// zeros.
+void ShardFs::Lseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_file_info* fi) {
+  if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE)) {
+    return (void)fuse_reply_err(req, EINVAL);
+  }
+  auto* handle = reinterpret_cast<Handle*>(fi->fh);
+  auto at = whence == SEEK_DATA ? handle->file->SeekData(static_cast<uint64_t>(off))
+                                : handle->file->SeekHole(static_cast<uint64_t>(off));
+  if (!at.ok()) return ReplyStatus(req, at.status());
+  if (!*at) return (void)fuse_reply_err(req, ENXIO);
+  fuse_reply_lseek(req, static_cast<off_t>(**at));
+}
+
 void ShardFs::Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* handle = reinterpret_cast<Handle*>(fi->fh);
   ReplyStatus(req, FlushFile(ino, *handle->file, false));
@@ -801,6 +816,9 @@ const fuse_lowlevel_ops* ShardFs::Operations() {
     };
     o.write = [](fuse_req_t req, fuse_ino_t ino, const char* b, size_t s, off_t off,
                  fuse_file_info* fi) { Self(req)->Write(req, ino, b, s, off, fi); };
+    o.lseek = [](fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
+      Self(req)->Lseek(req, ino, off, whence, fi);
+    };
     o.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       Self(req)->Flush(req, ino, fi);
     };

@@ -297,6 +297,108 @@ Result<std::string> OpenFile::Read(uint64_t offset, uint64_t length) {
   return result;
 }
 
+bool OpenFile::HasDataLocked(uint32_t index) const {
+  auto it = table_.find(index);
+  return (it != table_.end() && it->second.length > 0) || dirty_.contains(index) ||
+         storing_.contains(index);
+}
+
+std::optional<uint32_t> OpenFile::NextDataShardLocked(uint64_t from) const {
+  if (from > UINT32_MAX) return std::nullopt;
+  const auto first = static_cast<uint32_t>(from);
+  // The lowest in any of the three; each map is ordered.
+  std::optional<uint32_t> next;
+  auto consider = [&](uint32_t index) { next = std::min(next.value_or(index), index); };
+  for (auto it = table_.lower_bound(first); it != table_.end(); ++it) {
+    if (it->second.length > 0) {
+      consider(it->first);
+      break;
+    }
+  }
+  if (auto it = dirty_.lower_bound(first); it != dirty_.end()) consider(it->first);
+  if (auto it = storing_.lower_bound(first); it != storing_.end()) consider(it->first);
+  return next;
+}
+
+Result<std::vector<Extent>> OpenFile::DataInShardLocked(uint32_t index) {
+  const uint64_t shard_size = ShardSize();
+  const uint64_t start = uint64_t{index} * shard_size;
+  const uint64_t in_file = attrs_.size > start ? std::min(shard_size, attrs_.size - start) : 0;
+  // Bytes written here: all of it counts as data.
+  if (dirty_.contains(index) || storing_.contains(index)) return std::vector<Extent>{{0, in_file}};
+  auto it = table_.find(index);
+  if (it == table_.end()) return std::vector<Extent>();
+  const ShardEntry& entry = it->second;
+  const uint64_t length = std::min(entry.length, in_file);
+  // Past the entry's length the shard reads as zeros: a hole.
+  if (!entry.data_bytes || *entry.data_bytes >= entry.length) {
+    return std::vector<Extent>{{0, length}};
+  }
+  // The nodes keep holes inside this shard; where, only its bytes tell. A
+  // walk asks for SEEK_DATA and SEEK_HOLE of the same shard in turn, so the
+  // answer is kept for the next call.
+  const ShardKey key = KeyOf(ino_, entry);
+  {
+    std::lock_guard<std::mutex> seek_lock(seek_mu_);
+    if (seek_extents_ && seek_extents_->first == key) return seek_extents_->second;
+  }
+  std::string bytes(length, '\0');
+  SHARDFS_RETURN_IF_ERROR(ReadShardLocked(index, 0, std::span<char>(bytes.data(), bytes.size())));
+  std::vector<Extent> extents = NonZeroExtents(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), 0);
+  std::lock_guard<std::mutex> seek_lock(seek_mu_);
+  seek_extents_.emplace(key, extents);
+  return extents;
+}
+
+Result<std::optional<uint64_t>> OpenFile::SeekData(uint64_t offset) {
+  Result<std::optional<uint64_t>> result = [&]() -> Result<std::optional<uint64_t>> {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    if (offset >= attrs_.size) return std::optional<uint64_t>();
+    const uint64_t shard_size = ShardSize();
+    for (auto index = NextDataShardLocked(offset / shard_size); index;
+         index = NextDataShardLocked(uint64_t{*index} + 1)) {
+      const uint64_t start = uint64_t{*index} * shard_size;
+      if (start >= attrs_.size) break;
+      SHARDFS_ASSIGN_OR_RETURN(std::vector<Extent> extents, DataInShardLocked(*index));
+      for (const Extent& extent : extents) {
+        if (start + extent.end() > offset)
+          return std::optional<uint64_t>(std::max(offset, start + extent.offset));
+      }
+    }
+    return std::optional<uint64_t>();
+  }();
+  SendBadReplicaReports();
+  return result;
+}
+
+Result<std::optional<uint64_t>> OpenFile::SeekHole(uint64_t offset) {
+  Result<std::optional<uint64_t>> result = [&]() -> Result<std::optional<uint64_t>> {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    if (offset >= attrs_.size) return std::optional<uint64_t>();
+    const uint64_t shard_size = ShardSize();
+    // Each step passes a shard that holds something, so this ends within the
+    // number of such shards.
+    for (uint64_t index = offset / shard_size;
+         index <= UINT32_MAX && index * shard_size < attrs_.size; ++index) {
+      const uint64_t start = index * shard_size;
+      uint64_t pos = std::max(offset, start) - start;
+      if (HasDataLocked(static_cast<uint32_t>(index))) {
+        SHARDFS_ASSIGN_OR_RETURN(std::vector<Extent> extents,
+                                 DataInShardLocked(static_cast<uint32_t>(index)));
+        for (const Extent& extent : extents) {
+          if (pos < extent.offset) break;
+          pos = std::max(pos, extent.end());
+        }
+      }
+      if (pos < shard_size) return std::optional<uint64_t>(std::min(attrs_.size, start + pos));
+    }
+    return std::optional<uint64_t>(attrs_.size);
+  }();
+  SendBadReplicaReports();
+  return result;
+}
+
 Status OpenFile::Write(uint64_t offset, std::string_view data) {
   Lock lock(mu_);
   // A background store failed since the last write or flush: this write

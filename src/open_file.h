@@ -48,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "src/data_extents.h"
 #include "src/latency_tracker.h"
 #include "src/namespace_client.h"
 #include "src/node_client.h"
@@ -134,6 +135,17 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // With `open`, also opens the file at the registry, reloaded or not.
   Status Refresh(bool open = false);
 
+  // lseek(2)'s SEEK_DATA and SEEK_HOLE. A shard nothing was written to is a
+  // hole, and so is a shard's tail past its length; inside a shard whose
+  // nodes keep holes (ShardEntry::data_bytes), the 4 KiB pages of zeros are,
+  // found by reading the shard; a shard with bytes written here is all
+  // data. SeekData gives the first data offset at or after `offset`,
+  // nullopt when there is none before the end of the file (ENXIO);
+  // SeekHole the first hole offset at or after `offset`, the end of the
+  // file at the latest, nullopt at or past the end.
+  Result<std::optional<uint64_t>> SeekData(uint64_t offset);
+  Result<std::optional<uint64_t>> SeekHole(uint64_t offset);
+
   uint64_t ino() const { return ino_; }
   InodeAttrs attrs() const;
   bool dirty() const;
@@ -201,6 +213,14 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // (fsync), also those stored through descriptors closed since.
   Status SyncStoredLocked();
   Status ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out);
+  // Whether shard `index` holds anything: committed, stored, being stored
+  // or written here (mu_ held, shared is enough).
+  bool HasDataLocked(uint32_t index) const;
+  // The first shard at or after `from` that holds anything.
+  std::optional<uint32_t> NextDataShardLocked(uint64_t from) const;
+  // Where shard `index` holds data, as extents within the shard; empty for
+  // a hole. May read the shard (mu_ held, shared is enough).
+  Result<std::vector<Extent>> DataInShardLocked(uint32_t index);
   // The replicas among `ids` whose endpoint this client knows, with their
   // ids alongside, so a failure (indexed into `endpoints`) can be reported
   // by node id.
@@ -245,6 +265,10 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   std::array<uint64_t, 8> recent_ends_{};             // guarded by ra_mu_
   size_t next_end_ = 0;                               // guarded by ra_mu_
   int sequential_streak_ = 0;                         // guarded by ra_mu_
+
+  // The data extents DataInShardLocked read last, for the next seek.
+  std::mutex seek_mu_;
+  std::optional<std::pair<ShardKey, std::vector<Extent>>> seek_extents_;  // guarded by seek_mu_
 
   // Bad-replica reports. Their own lock, because reads find bad replicas
   // while holding mu_ only shared.

@@ -258,6 +258,70 @@ TEST_F(MountTest, SparseFileBeyond4GiBStoresOnlyWhatWasWritten) {
   EXPECT_EQ(st.st_blocks, (5 << 20) / 512 + 8);
 }
 
+// SEEK_DATA and SEEK_HOLE find where a file holds data, so cp, tar and
+// rsync skip a sparse file's holes instead of reading zeros. While the
+// writes are buffered here a written shard is all data; once committed,
+// the pages of zeros the nodes keep as holes are holes too.
+TEST_F(MountTest, SeekDataAndSeekHoleFindTheHoles) {
+  const std::string path = m_ + "/holes";
+  const off_t shard = 4 << 20;
+  const off_t end = 3 * shard + 6;
+  int fd = open(path.c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, "a", 1, 10), 1);
+  ASSERT_EQ(pwrite(fd, "b", 1, end - 1), 1);
+  // `data_end`: where the data around "a" ends.
+  auto check = [&](int f, off_t data_end) {
+    EXPECT_EQ(lseek(f, 0, SEEK_DATA), 0);
+    EXPECT_EQ(lseek(f, 7, SEEK_DATA), 7);
+    EXPECT_EQ(lseek(f, 0, SEEK_HOLE), data_end);
+    EXPECT_EQ(lseek(f, data_end, SEEK_DATA), 3 * shard);
+    EXPECT_EQ(lseek(f, shard + 1, SEEK_HOLE), shard + 1);
+    EXPECT_EQ(lseek(f, shard, SEEK_DATA), 3 * shard);
+    EXPECT_EQ(lseek(f, 3 * shard + 2, SEEK_DATA), 3 * shard + 2);
+    EXPECT_EQ(lseek(f, 3 * shard, SEEK_HOLE), end);  // the end of the file counts as one
+    errno = 0;
+    EXPECT_EQ(lseek(f, end, SEEK_DATA), -1);
+    EXPECT_EQ(errno, ENXIO);
+    errno = 0;
+    EXPECT_EQ(lseek(f, end, SEEK_HOLE), -1);
+    EXPECT_EQ(errno, ENXIO);
+  };
+  {
+    SCOPED_TRACE("buffered");
+    check(fd, shard);
+  }
+  ASSERT_EQ(close(fd), 0);
+  fd = open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  {
+    SCOPED_TRACE("committed");
+    check(fd, 4096);
+  }
+  close(fd);
+
+  // Grown by truncate: the new tail is a hole with no data after it.
+  ASSERT_EQ(truncate(path.c_str(), 10 * shard), 0);
+  fd = open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(lseek(fd, 3 * shard, SEEK_HOLE), end);
+  EXPECT_EQ(lseek(fd, 9 * shard, SEEK_HOLE), 9 * shard);
+  errno = 0;
+  EXPECT_EQ(lseek(fd, end, SEEK_DATA), -1);
+  EXPECT_EQ(errno, ENXIO);
+  close(fd);
+
+  // cp and tar find the holes and leave them out.
+  const std::string local = cluster_->dir() + "/holes.copy";
+  std::string out;
+  ASSERT_EQ(Sh("cp " + path + " " + local + " && du -B1 " + local, &out), 0) << out;
+  EXPECT_LT(std::stoull(out), 1u << 20) << out;
+  ASSERT_EQ(Sh("cmp " + path + " " + local, &out), 0) << out;
+  const std::string tar = cluster_->dir() + "/holes.tar";
+  ASSERT_EQ(Sh("tar -cSf " + tar + " -C " + m_ + " holes && stat -c %s " + tar, &out), 0) << out;
+  EXPECT_LT(std::stoull(out), 1u << 20) << out;
+}
+
 TEST_F(MountTest, UnlinkedOpenFileStaysReadable) {
   const std::string path = m_ + "/doomed";
   const std::string data = RandomBytes(5 << 20, 9);
