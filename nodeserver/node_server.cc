@@ -284,6 +284,17 @@ RpcReply NodeServer::Handle(RpcRequest& request) {
       return RpcReply::Ok(type, ShardStatReply{info->length, info->checksum}.Encode());
     }
 
+    case MessageType::kShardExtents: {
+      auto req = DecodeRequest<ShardKeyRequest>(request);
+      if (!req.ok()) return RpcReply::Error(req.status());
+      // Only indexed shards are answered for, as with reads.
+      auto info = store_->Stat(req->key);
+      if (!info.ok()) return RpcReply::Error(info.status());
+      auto extents = store_->DataExtents(req->key);
+      if (!extents.ok()) return RpcReply::Error(extents.status());
+      return RpcReply::Ok(type, ShardExtentsReply{info->length, std::move(*extents)}.Encode());
+    }
+
     case MessageType::kInventory: {
       auto req = DecodeRequest<InventoryRequest>(request);
       if (!req.ok()) return RpcReply::Error(req.status());

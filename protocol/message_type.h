@@ -24,6 +24,7 @@ enum class MessageType : uint16_t {
   kPutPatchedShard = 107,
   kCopyShardFrom = 108,  // node-to-node repair: fetch a shard from a peer
   kSyncShards = 109,     // make shards stored without sync durable (fsync)
+  kShardExtents = 110,   // where a shard holds data: its holes left out
 
   // Registry (shardfs-registry): membership.
   kRegisterNode = 200,

@@ -77,6 +77,38 @@ Result<PutShardReply> PutShardReply::Decode(const FieldReader& r) {
   return m;
 }
 
+FieldWriter ShardExtentsReply::Encode() const {
+  std::vector<uint64_t> flat;
+  flat.reserve(extents.size() * 2);
+  for (const Extent& e : extents) {
+    flat.push_back(e.offset);
+    flat.push_back(e.length);
+  }
+  FieldWriter w;
+  w.U64("len", length).U64Array("ext", flat);
+  return w;
+}
+
+Result<ShardExtentsReply> ShardExtentsReply::Decode(const FieldReader& r) {
+  ShardExtentsReply m;
+  SHARDFS_ASSIGN_OR_RETURN(m.length, r.U64("len", kMaxShardBytes));
+  SHARDFS_ASSIGN_OR_RETURN(std::vector<uint64_t> flat, r.U64Array("ext", 2 * kMaxShardExtents));
+  if (flat.size() % 2 != 0) {
+    return Status::Error(ErrorCode::kBadMessage, "extents come in (offset, length) pairs");
+  }
+  uint64_t end = 0;
+  for (size_t i = 0; i < flat.size(); i += 2) {
+    const Extent e{flat[i], flat[i + 1]};
+    if (e.length == 0 || e.offset < end || e.offset > m.length || e.length > m.length - e.offset) {
+      return Status::Error(ErrorCode::kBadMessage,
+                           "extents must be sorted, disjoint, non-empty and within the shard");
+    }
+    end = e.end();
+    m.extents.push_back(e);
+  }
+  return m;
+}
+
 FieldWriter PutPatchedShardRequest::Encode() const {
   FieldWriter w;
   EncodeShardKey(w, key);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "protocol/fields.h"
+#include "src/data_extents.h"
 #include "src/shard_key.h"
 #include "src/status.h"
 
@@ -77,7 +78,7 @@ struct GetShardReply {
   static Result<GetShardReply> Decode(const FieldReader& r);
 };
 
-struct ShardKeyRequest {  // DeleteShard and StatShard
+struct ShardKeyRequest {  // DeleteShard, StatShard and ShardExtents
   ShardKey key;
   FieldWriter Encode() const;
   static Result<ShardKeyRequest> Decode(const FieldReader& r);
@@ -97,6 +98,19 @@ struct ShardStatReply {
   uint64_t checksum = 0;
   FieldWriter Encode() const;
   static Result<ShardStatReply> Decode(const FieldReader& r);
+};
+
+// Where a shard holds data, as extents of its bytes in order; the rest are
+// the pages of zeros the node keeps as holes. The node checks the blocks
+// around every hole against their checksums first, so a hole reported is
+// zeros the writer wrote. Decode() takes only sorted, disjoint, non-empty
+// extents within `length`.
+inline constexpr size_t kMaxShardExtents = kMaxShardBytes / 4096 / 2 + 1;
+struct ShardExtentsReply {
+  uint64_t length = 0;
+  std::vector<Extent> extents;
+  FieldWriter Encode() const;
+  static Result<ShardExtentsReply> Decode(const FieldReader& r);
 };
 
 struct InventoryRequest {

@@ -117,6 +117,12 @@ Result<ShardStatReply> NodeClient::Stat(const std::string& endpoint, const Shard
   return ShardStatReply::Decode(r.header.fields);
 }
 
+Result<ShardExtentsReply> NodeClient::Extents(const std::string& endpoint, const ShardKey& key) {
+  SHARDFS_ASSIGN_OR_RETURN(RpcResponse r, CallWithRetry(endpoint, MessageType::kShardExtents,
+                                                        ShardKeyRequest{key}.Encode()));
+  return ShardExtentsReply::Decode(r.header.fields);
+}
+
 Result<InventoryReply> NodeClient::Inventory(const std::string& endpoint,
                                              std::optional<ShardKey> after, uint64_t max) {
   InventoryRequest req{after, max};

@@ -86,6 +86,8 @@ class NodeClient {
                         uint64_t length);
   Status Delete(const std::string& endpoint, const ShardKey& key);
   Result<ShardStatReply> Stat(const std::string& endpoint, const ShardKey& key);
+  // Where the shard holds data (ShardStore::DataExtents).
+  Result<ShardExtentsReply> Extents(const std::string& endpoint, const ShardKey& key);
   Result<InventoryReply> Inventory(const std::string& endpoint, std::optional<ShardKey> after,
                                    uint64_t max);
   // Repair: asks the node at `endpoint` to fetch the shard from one of the

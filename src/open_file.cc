@@ -334,18 +334,41 @@ Result<std::vector<Extent>> OpenFile::DataInShardLocked(uint32_t index) {
   if (!entry.data_bytes || *entry.data_bytes >= entry.length) {
     return std::vector<Extent>{{0, length}};
   }
-  // The nodes keep holes inside this shard; where, only its bytes tell. A
-  // walk asks for SEEK_DATA and SEEK_HOLE of the same shard in turn, so the
+  // The nodes keep holes inside this shard; where, their files tell. A walk
+  // asks for SEEK_DATA and SEEK_HOLE of the same shard in turn, so the
   // answer is kept for the next call.
   const ShardKey key = KeyOf(ino_, entry);
   {
     std::lock_guard<std::mutex> seek_lock(seek_mu_);
     if (seek_extents_ && seek_extents_->first == key) return seek_extents_->second;
   }
-  std::string bytes(length, '\0');
-  SHARDFS_RETURN_IF_ERROR(ReadShardLocked(index, 0, std::span<char>(bytes.data(), bytes.size())));
-  std::vector<Extent> extents = NonZeroExtents(
-      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), 0);
+  std::optional<std::vector<Extent>> found;
+  // A replica knows its file's holes (and checks the blocks around them);
+  // only when none can say are the bytes read and looked at here.
+  auto [ids, endpoints] = Reachable(entry.replicas);
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    const std::string& endpoint = endpoints[i];
+    auto reply = dp_.nodes->Extents(endpoint, key);
+    if (reply.ok()) {
+      found.emplace();
+      for (const Extent& e : reply->extents) {
+        if (e.offset < length)
+          AppendExtent(&*found, {e.offset, std::min(e.end(), length) - e.offset});
+      }
+      break;
+    }
+    if (reply.status().code() == ErrorCode::kCorrupt) {
+      NoteBadReplica(ids[i], key, reply.status());
+    }
+    spdlog::debug("holes of {} from {}: {}", key.ToString(), endpoint, reply.status().ToString());
+  }
+  if (!found) {
+    std::string bytes(length, '\0');
+    SHARDFS_RETURN_IF_ERROR(ReadShardLocked(index, 0, std::span<char>(bytes.data(), bytes.size())));
+    found = NonZeroExtents(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), 0);
+  }
+  std::vector<Extent> extents = std::move(*found);
   std::lock_guard<std::mutex> seek_lock(seek_mu_);
   seek_extents_.emplace(key, extents);
   return extents;

@@ -138,9 +138,9 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // lseek(2)'s SEEK_DATA and SEEK_HOLE. A shard nothing was written to is a
   // hole, and so is a shard's tail past its length; inside a shard whose
   // nodes keep holes (ShardEntry::data_bytes), the 4 KiB pages of zeros are,
-  // found by reading the shard; a shard with bytes written here is all
-  // data. SeekData gives the first data offset at or after `offset`,
-  // nullopt when there is none before the end of the file (ENXIO);
+  // as a replica's file says (or, from nodes that cannot say, as reading
+  // the shard shows); a shard with bytes written here is all data. SeekData gives the first data
+  // offset at or after `offset`, nullopt when there is none before the end of the file (ENXIO);
   // SeekHole the first hole offset at or after `offset`, the end of the
   // file at the latest, nullopt at or past the end.
   Result<std::optional<uint64_t>> SeekData(uint64_t offset);

@@ -983,6 +983,54 @@ Status ShardStore::Verify(const ShardKey& key) {
   return Status::Ok();
 }
 
+Result<std::vector<Extent>> ShardStore::DataExtents(const ShardKey& key) {
+  UniqueFd fd;
+  SHARDFS_RETURN_IF_ERROR(OpenShardFile(key, ShardPath(key), &fd));
+  SHARDFS_ASSIGN_OR_RETURN(ShardHeader header, ReadHeader(fd.get(), key));
+  // The file system's map of the data, in the shard's own offsets. One
+  // that cannot tell says "all data", which is safe.
+  const auto file_end = static_cast<off_t>(header.file_bytes());
+  std::vector<Extent> extents;
+  for (off_t pos = static_cast<off_t>(header.data_offset); pos < file_end;) {
+    const off_t data = ::lseek(fd.get(), pos, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;
+    if (data < 0) return ErrnoStatus(errno, "find data in shard " + key.ToString());
+    if (data >= file_end) break;
+    off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
+    if (hole < 0) return ErrnoStatus(errno, "find a hole in shard " + key.ToString());
+    hole = std::min(hole, file_end);
+    AppendExtent(&extents, {static_cast<uint64_t>(data) - header.data_offset,
+                            static_cast<uint64_t>(hole - data)});
+    pos = hole;
+  }
+  // Every block a hole touches must still match its checksum: a hole is
+  // only reported where the writer's bytes were zeros, never where a disk
+  // lost them.
+  const uint64_t block_size = header.block_size;
+  uint64_t verified_to = 0;  // blocks before this offset are checked
+  auto verify = [&](uint64_t from, uint64_t to) -> Status {
+    from = std::max(from / block_size * block_size, verified_to);
+    to = std::min((to + block_size - 1) / block_size * block_size, header.data_length);
+    std::string chunk;
+    for (uint64_t at = from; at < to; at += kVerifyChunkBytes) {
+      chunk.clear();
+      SHARDFS_RETURN_IF_ERROR(ReadVerified(fd.get(), header, at,
+                                           std::min<uint64_t>(kVerifyChunkBytes, to - at), &chunk));
+    }
+    verified_to = std::max(verified_to, to);
+    return Status::Ok();
+  };
+  uint64_t hole_start = 0;
+  for (const Extent& extent : extents) {
+    if (extent.offset > hole_start) SHARDFS_RETURN_IF_ERROR(verify(hole_start, extent.offset));
+    hole_start = extent.end();
+  }
+  if (hole_start < header.data_length) {
+    SHARDFS_RETURN_IF_ERROR(verify(hole_start, header.data_length));
+  }
+  return extents;
+}
+
 StoreUsage ShardStore::Usage() const {
   std::shared_lock lock(index_mu_);
   return StoreUsage{capacity_bytes_, used_bytes_, index_.size()};

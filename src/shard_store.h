@@ -70,6 +70,7 @@
 #include <vector>
 
 #include "src/block_checksum.h"
+#include "src/data_extents.h"
 #include "src/shard_key.h"
 #include "src/status.h"
 #include "src/unique_fd.h"
@@ -219,6 +220,13 @@ class ShardStore {
   // Reads the whole shard and checks every block, the whole-shard checksum and
   // the file size (the scrubber's check). kCorrupt names what is wrong.
   Status Verify(const ShardKey& key);
+
+  // Where the shard holds data, as extents of its bytes in order: the
+  // pages of zeros its file keeps as holes are left out (a file system
+  // that cannot tell reports it all as data). Every block a hole touches is
+  // read and verified first, so a hole is reported only where the writer's
+  // bytes were zeros: kCorrupt if such a block is bad.
+  Result<std::vector<Extent>> DataExtents(const ShardKey& key);
 
   StoreUsage Usage() const;
 

@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
   Write(node, "put_shard_request_nosum",
         EncodeHeader(MessageType::kPutShard, 2, PutShardRequest{key, false, {}}.Encode()));
   Write(node, "put_shard_reply",
-        Reply(MessageType::kPutShard, 1, PutShardReply{4 << 20, 0xabcdef}.Encode()));
+        Reply(MessageType::kPutShard, 1, PutShardReply{4 << 20, 0xabcdef, 8192}.Encode()));
   PutPatchedShardRequest patched;
   patched.key = key;
   patched.base = base;
@@ -222,6 +222,9 @@ int main(int argc, char** argv) {
   Write(node, "delete_request",
         EncodeHeader(MessageType::kDeleteShard, 5, ShardKeyRequest{key}.Encode()));
   Write(node, "stat_reply", Reply(MessageType::kStatShard, 6, ShardStatReply{123, 456}.Encode()));
+  Write(node, "shard_extents_reply",
+        Reply(MessageType::kShardExtents, 6,
+              ShardExtentsReply{4 << 20, {{0, 8192}, {3 << 20, 4096}}}.Encode()));
   Write(node, "inventory_request_first",
         EncodeHeader(MessageType::kInventory, 7, InventoryRequest{std::nullopt, 1000}.Encode()));
   Write(node, "inventory_request_after",

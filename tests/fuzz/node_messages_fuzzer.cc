@@ -29,7 +29,10 @@ bool Same(const PutShardRequest& a, const PutShardRequest& b) {
   return a.key == b.key && a.sync == b.sync && a.checksum == b.checksum;
 }
 bool Same(const PutShardReply& a, const PutShardReply& b) {
-  return a.length == b.length && a.checksum == b.checksum;
+  return a.length == b.length && a.checksum == b.checksum && a.data_bytes == b.data_bytes;
+}
+bool Same(const ShardExtentsReply& a, const ShardExtentsReply& b) {
+  return a.length == b.length && a.extents == b.extents;
 }
 bool Same(const PutPatchedShardRequest& a, const PutPatchedShardRequest& b) {
   if (a.key != b.key || a.base != b.base || a.new_length != b.new_length || a.sync != b.sync ||
@@ -81,6 +84,17 @@ bool Same(const NodeInfoReply& a, const NodeInfoReply& b) {
 void CheckLimits(const PutShardRequest&) {}
 void CheckLimits(const PutShardReply& m) {
   FUZZ_CHECK(m.length <= kMaxShardBytes);
+  FUZZ_CHECK(m.data_bytes <= m.length);
+}
+// The mount takes whatever is outside the extents for holes.
+void CheckLimits(const ShardExtentsReply& m) {
+  FUZZ_CHECK(m.length <= kMaxShardBytes);
+  FUZZ_CHECK(m.extents.size() <= kMaxShardExtents);
+  uint64_t end = 0;
+  for (const Extent& e : m.extents) {
+    FUZZ_CHECK(e.length > 0 && e.offset >= end && e.end() <= m.length);
+    end = e.end();
+  }
 }
 void CheckLimits(const PutPatchedShardRequest& m) {
   FUZZ_CHECK(m.new_length <= kMaxShardBytes);
@@ -150,6 +164,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   DecodeAs<GetShardReply>(f, t, id);
   DecodeAs<ShardKeyRequest>(f, t, id);
   DecodeAs<ShardStatReply>(f, t, id);
+  DecodeAs<ShardExtentsReply>(f, t, id);
   DecodeAs<InventoryRequest>(f, t, id);
   DecodeAs<InventoryReply>(f, t, id);
   DecodeAs<CopyShardFromRequest>(f, t, id);

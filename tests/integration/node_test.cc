@@ -346,6 +346,28 @@ TEST_F(NodeTest, FlippedByteFailsOnlyItsBlock) {
 // SIGTERM, even in the middle of a stream of writes, ends the node with exit
 // code 0 within a few seconds; after a restart on the same directory it has
 // the same id (DIR/node.id) and every shard it acknowledged with sync.
+// A real node says where a shard it stores holds data, after checking the
+// blocks around its holes, and says so for the shards it has only.
+TEST_F(NodeTest, ShardExtentsLeaveOutTheHoles) {
+  const uint16_t port = FreeTcpPort();
+  ASSERT_NE(port, 0);
+  DaemonProcess node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, dir_.Sub("data"), port, "node.log"));
+  const std::string ep = Endpoint(port);
+  NodeClient client(context_);
+
+  std::string data(4 << 20, '\0');
+  data.replace(5, 5, "start");
+  data.replace((3 << 20) + 1, 3, "end");
+  const ShardKey key{78, 0, 1};
+  ASSERT_TRUE(client.Put(ep, key, data, /*sync=*/false, Hash(data)).ok());
+  auto extents = client.Extents(ep, key);
+  ASSERT_TRUE(extents.ok()) << extents.status().ToString();
+  EXPECT_EQ(extents->length, data.size());
+  EXPECT_EQ(extents->extents, (std::vector<Extent>{{0, 4096}, {3 << 20, 4096}}));
+  EXPECT_EQ(client.Extents(ep, ShardKey{78, 1, 1}).status().code(), ErrorCode::kNotFound);
+}
+
 TEST_F(NodeTest, SigtermExitsCleanlyAndIdSurvivesRestart) {
   const uint16_t port = FreeTcpPort();
   ASSERT_NE(port, 0);

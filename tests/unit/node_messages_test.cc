@@ -198,5 +198,33 @@ TEST(PutShardReplyTest, DataBytesRoundTripAndDefaultToTheLength) {
             ErrorCode::kBadMessage);
 }
 
+// Extents must be sorted, disjoint, non-empty and inside the shard: the
+// mount reports everything else as holes, so a bad list is refused.
+TEST(ShardExtentsReplyTest, RoundTripsAndRefusesBadExtents) {
+  const ShardExtentsReply m{4 << 20, {{0, 8192}, {3 << 20, 4096}, {(4 << 20) - 10, 10}}};
+  auto back = ShardExtentsReply::Decode(OverTheWire(m.Encode()).fields);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->length, m.length);
+  EXPECT_EQ(back->extents, m.extents);
+  const ShardExtentsReply none{100, {}};
+  back = ShardExtentsReply::Decode(OverTheWire(none.Encode()).fields);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->extents.empty());
+
+  for (const std::vector<uint64_t>& flat :
+       std::vector<std::vector<uint64_t>>{{0},                 // not pairs
+                                          {0, 0},              // empty
+                                          {100, 10, 50, 10},   // out of order
+                                          {0, 100, 50, 10},    // overlapping
+                                          {4090, 10},          // past the end
+                                          {UINT64_MAX, 2}}) {  // overflowing
+    FieldWriter w;
+    w.U64("len", 4096).U64Array("ext", flat);
+    EXPECT_EQ(ShardExtentsReply::Decode(OverTheWire(w).fields).status().code(),
+              ErrorCode::kBadMessage)
+        << flat.size();
+  }
+}
+
 }  // namespace
 }  // namespace shardfs

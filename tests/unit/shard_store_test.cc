@@ -793,6 +793,35 @@ TEST_F(ShardStoreTest, ZeroPagesOfAShardTakeNoSpace) {
   EXPECT_EQ(ReadOk(key, 0, UINT64_MAX), AsString(data));
 }
 
+TEST_F(ShardStoreTest, DataExtentsLeaveOutTheHolesAndCheckTheBlocksAroundThem) {
+  OpenStore();
+  const ShardKey key{7, 0, 1};
+  std::vector<uint8_t> data = SparseShardData();
+  PutOk(key, data);
+  // Pages 0-1 ("head") and page 768 (the tail at 3 MiB + 10).
+  auto extents = store_->DataExtents(key);
+  ASSERT_TRUE(extents.ok()) << extents.status().ToString();
+  EXPECT_EQ(*extents, (std::vector<Extent>{{0, 2 * kHolePageBytes}, {3 << 20, kHolePageBytes}}));
+  // A shard without holes is one extent.
+  const std::vector<uint8_t> dense = Pattern(kBlock + 5);
+  PutOk({7, 1, 1}, dense);
+  EXPECT_EQ(*store_->DataExtents({7, 1, 1}), (std::vector<Extent>{{0, dense.size()}}));
+  EXPECT_EQ(store_->DataExtents({7, 2, 1}).status().code(), ErrorCode::kNotFound);
+
+  // A data page the disk lost (now a hole, reading as zeros) is not
+  // reported as a hole: its block no longer matches its checksum.
+  const std::string path = store_->ShardPath(key);
+  const uint64_t data_offset = ShardDataOffset(data.size(), kBlock);
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(data_offset + (3 << 20)), kHolePageBytes),
+            0)
+      << std::strerror(errno);
+  ::close(fd);
+  EXPECT_EQ(store_->DataExtents(key).status().code(), ErrorCode::kCorrupt);
+}
+
 TEST_F(ShardStoreTest, ASparseShardFitsWhereItsLengthWouldNot) {
   ShardStore::Options options = DefaultOptions();
   options.capacity_bytes = 1 << 20;
