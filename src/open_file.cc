@@ -340,7 +340,9 @@ Result<std::vector<Extent>> OpenFile::DataInShardLocked(uint32_t index) {
   const ShardKey key = KeyOf(ino_, entry);
   {
     std::lock_guard<std::mutex> seek_lock(seek_mu_);
-    if (seek_extents_ && seek_extents_->first == key) return seek_extents_->second;
+    if (seek_extents_ && seek_extents_->key == key && seek_extents_->length == length) {
+      return seek_extents_->extents;
+    }
   }
   std::optional<std::vector<Extent>> found;
   // A replica knows its file's holes (and checks the blocks around them);
@@ -370,7 +372,7 @@ Result<std::vector<Extent>> OpenFile::DataInShardLocked(uint32_t index) {
   }
   std::vector<Extent> extents = std::move(*found);
   std::lock_guard<std::mutex> seek_lock(seek_mu_);
-  seek_extents_.emplace(key, extents);
+  seek_extents_ = SeekExtents{key, length, extents};
   return extents;
 }
 
@@ -385,8 +387,9 @@ Result<std::optional<uint64_t>> OpenFile::SeekData(uint64_t offset) {
       if (start >= attrs_.size) break;
       SHARDFS_ASSIGN_OR_RETURN(std::vector<Extent> extents, DataInShardLocked(*index));
       for (const Extent& extent : extents) {
-        if (start + extent.end() > offset)
-          return std::optional<uint64_t>(std::max(offset, start + extent.offset));
+        if (start + extent.end() <= offset) continue;
+        const uint64_t at = std::max(offset, start + extent.offset);
+        return at < attrs_.size ? std::optional<uint64_t>(at) : std::optional<uint64_t>();
       }
     }
     return std::optional<uint64_t>();

@@ -266,9 +266,15 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   size_t next_end_ = 0;                               // guarded by ra_mu_
   int sequential_streak_ = 0;                         // guarded by ra_mu_
 
-  // The data extents DataInShardLocked read last, for the next seek.
+  // The data extents DataInShardLocked found last, for the next seek: of
+  // shard object `key` as far as `length` (a truncate shortens it).
+  struct SeekExtents {
+    ShardKey key;
+    uint64_t length = 0;
+    std::vector<Extent> extents;
+  };
   std::mutex seek_mu_;
-  std::optional<std::pair<ShardKey, std::vector<Extent>>> seek_extents_;  // guarded by seek_mu_
+  std::optional<SeekExtents> seek_extents_;  // guarded by seek_mu_
 
   // Bad-replica reports. Their own lock, because reads find bad replicas
   // while holding mu_ only shared.
