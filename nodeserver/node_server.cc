@@ -23,10 +23,6 @@ constexpr std::chrono::milliseconds kCopyBudget{25000};
 // connection wait), a silent one this much.
 constexpr std::chrono::milliseconds kPeerAttemptTimeout{5000};
 
-std::span<const uint8_t> AsBytes(std::string_view s) {
-  return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-}
-
 std::span<const uint8_t> PayloadSpan(const RpcRequest& request) {
   return std::span<const uint8_t>(static_cast<const uint8_t*>(request.payload.data()),
                                   request.payload.size());

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace shardfs {
@@ -26,6 +27,11 @@ namespace shardfs {
 inline constexpr uint32_t kDefaultBlockSize = 64 * 1024;
 
 // XXH3_64bits of the whole shard.
+// The bytes of a string, as the checksum functions take them.
+inline std::span<const uint8_t> AsBytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
 uint64_t ShardChecksum(std::span<const uint8_t> data);
 
 // Checksum of block number `block_index` of a shard, whose bytes are `block`.

@@ -297,12 +297,6 @@ Result<std::string> OpenFile::Read(uint64_t offset, uint64_t length) {
   return result;
 }
 
-bool OpenFile::HasDataLocked(uint32_t index) const {
-  auto it = table_.find(index);
-  return (it != table_.end() && it->second.length > 0) || dirty_.contains(index) ||
-         storing_.contains(index);
-}
-
 std::optional<uint32_t> OpenFile::NextDataShardLocked(uint64_t from) const {
   if (from > UINT32_MAX) return std::nullopt;
   const auto first = static_cast<uint32_t>(from);
@@ -324,12 +318,14 @@ Result<std::vector<Extent>> OpenFile::DataInShardLocked(uint32_t index) {
   const uint64_t shard_size = ShardSize();
   const uint64_t start = uint64_t{index} * shard_size;
   const uint64_t in_file = attrs_.size > start ? std::min(shard_size, attrs_.size - start) : 0;
+  if (in_file == 0) return std::vector<Extent>();
   // Bytes written here: all of it counts as data.
   if (dirty_.contains(index) || storing_.contains(index)) return std::vector<Extent>{{0, in_file}};
   auto it = table_.find(index);
   if (it == table_.end()) return std::vector<Extent>();
   const ShardEntry& entry = it->second;
   const uint64_t length = std::min(entry.length, in_file);
+  if (length == 0) return std::vector<Extent>();
   // Past the entry's length the shard reads as zeros: a hole.
   if (!entry.data_bytes || *entry.data_bytes >= entry.length) {
     return std::vector<Extent>{{0, length}};
@@ -367,8 +363,7 @@ Result<std::vector<Extent>> OpenFile::DataInShardLocked(uint32_t index) {
   if (!found) {
     std::string bytes(length, '\0');
     SHARDFS_RETURN_IF_ERROR(ReadShardLocked(index, 0, std::span<char>(bytes.data(), bytes.size())));
-    found = NonZeroExtents(
-        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), 0);
+    found = NonZeroExtents(AsBytes(bytes), 0);
   }
   std::vector<Extent> extents = std::move(*found);
   std::lock_guard<std::mutex> seek_lock(seek_mu_);
@@ -409,13 +404,11 @@ Result<std::optional<uint64_t>> OpenFile::SeekHole(uint64_t offset) {
          index <= UINT32_MAX && index * shard_size < attrs_.size; ++index) {
       const uint64_t start = index * shard_size;
       uint64_t pos = std::max(offset, start) - start;
-      if (HasDataLocked(static_cast<uint32_t>(index))) {
-        SHARDFS_ASSIGN_OR_RETURN(std::vector<Extent> extents,
-                                 DataInShardLocked(static_cast<uint32_t>(index)));
-        for (const Extent& extent : extents) {
-          if (pos < extent.offset) break;
-          pos = std::max(pos, extent.end());
-        }
+      SHARDFS_ASSIGN_OR_RETURN(std::vector<Extent> extents,
+                               DataInShardLocked(static_cast<uint32_t>(index)));
+      for (const Extent& extent : extents) {
+        if (pos < extent.offset) break;
+        pos = std::max(pos, extent.end());
       }
       if (pos < shard_size) return std::optional<uint64_t>(std::min(attrs_.size, start + pos));
     }
@@ -562,7 +555,7 @@ Result<ShardEntry> OpenFile::PutPlaced(uint32_t index, std::string_view data, bo
                          "only " + std::to_string(ids.size()) + " nodes to write to, " +
                              std::to_string(alloc.min_replicas) + " needed");
   }
-  const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  const std::span<const uint8_t> bytes = AsBytes(data);
   const uint64_t checksum = ShardChecksum(bytes);
   // The nodes leave the same pages out (ShardStore), so the count is theirs.
   ShardEntry entry{index,       placement.generation,

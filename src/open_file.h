@@ -213,10 +213,8 @@ class OpenFile : public std::enable_shared_from_this<OpenFile> {
   // (fsync), also those stored through descriptors closed since.
   Status SyncStoredLocked();
   Status ReadShardLocked(uint32_t index, uint64_t offset, std::span<char> out);
-  // Whether shard `index` holds anything: committed, stored, being stored
-  // or written here (mu_ held, shared is enough).
-  bool HasDataLocked(uint32_t index) const;
-  // The first shard at or after `from` that holds anything.
+  // The first shard at or after `from` that holds anything: committed,
+  // stored, being stored or written here (mu_ held, shared is enough).
   std::optional<uint32_t> NextDataShardLocked(uint64_t from) const;
   // Where shard `index` holds data, as extents within the shard; empty for
   // a hole. May read the shard (mu_ held, shared is enough).

@@ -260,10 +260,6 @@ Result<std::vector<uint64_t>> ReadBlockChecksums(int fd, const ShardHeader& head
   return sums;
 }
 
-std::span<const uint8_t> AsBytes(std::string_view s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
 // Appends data bytes [offset, offset + length) of the shard open as `fd` to
 // *out after verifying every block they touch. Requires length > 0 and the
 // range within the data. On error *out is unchanged.
