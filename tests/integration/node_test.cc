@@ -88,8 +88,11 @@ class NodeTest : public ::testing::Test {
     auto p = DaemonProcess::Start(o);
     ASSERT_TRUE(p.ok()) << p.status().ToString();
     *out = std::move(p).value();
+    // Long enough for a connection's CURVE handshake on a loaded machine: a
+    // shorter wait gave up on each new connection before it was made, for
+    // the whole 15 s (seen once while the suites ran side by side).
     NodeClient::Options quick;
-    quick.attempt_timeout = 200ms;
+    quick.attempt_timeout = 2s;
     quick.attempts = 1;
     NodeClient probe(context_, quick);
     bool up = WaitUntil([&] { return !out->Running() || probe.Ping(Endpoint(port)).ok(); }, 15s);
